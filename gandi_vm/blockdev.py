@@ -1,0 +1,163 @@
+"""Facts about one block device: sysfs attributes and what is written on it.
+
+Sysfs is read through the Host (so a fake or sample tree works). What is on the device is probed
+with `blkid -p -o udev`: the same ID_FS_* properties udev would store, read from the device itself.
+We do not rely on the udev database: it is absent at coldplug on machines without udevd, and it
+is stale during a `change` event.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Dict, Optional, Tuple
+
+from gandi_vm.host import Host
+
+_KERNEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:!-]{0,63}")
+BLKID_TIMEOUT = 15
+
+
+class NoSuchDevice(Exception):
+    """The name given is not a block device of this system."""
+
+
+def kernel_name(host: Host, dev: str) -> str:
+    """`vdb`, `/dev/vdb` or a /dev/disk/by-* symlink -> the kernel name, checked in sysfs."""
+    name = dev
+    if dev.startswith("/"):
+        resolved = host.realpath(dev)
+        if resolved is None or not resolved.startswith("/dev/"):
+            raise NoSuchDevice(f"{dev}: not a device node")
+        name = resolved[len("/dev/"):]
+    if not _KERNEL_NAME.fullmatch(name) or not host.exists(f"/sys/class/block/{name}"):
+        raise NoSuchDevice(f"{dev}: no such block device")
+    return name
+
+
+@dataclass(frozen=True)
+class Signature:
+    """What blkid found on the device (keys as in udev: ID_FS_TYPE, ID_PART_TABLE_TYPE...)."""
+
+    properties: Dict[str, str] = field(default_factory=dict)
+    ambivalent: bool = False
+    error: Optional[str] = None
+
+    @property
+    def fstype(self) -> str:
+        return self.properties.get("ID_FS_TYPE", "")
+
+    @property
+    def usage(self) -> str:
+        return self.properties.get("ID_FS_USAGE", "")
+
+    @property
+    def label(self) -> Optional[bytes]:
+        """The raw label bytes, exactly as written on the disk (None when there is no label)."""
+        encoded = self.properties.get("ID_FS_LABEL_ENC")
+        return None if encoded is None else decode_udev_string(encoded)
+
+    @property
+    def uuid(self) -> str:
+        return self.properties.get("ID_FS_UUID", "")
+
+    @property
+    def partition_table(self) -> str:
+        return self.properties.get("ID_PART_TABLE_TYPE", "")
+
+
+def decode_udev_string(encoded: str) -> bytes:
+    """Undo udev's `\\xNN` encoding (blkid_encode_string) back to the original bytes."""
+    out = bytearray()
+    i = 0
+    while i < len(encoded):
+        chunk = encoded[i:i + 4]
+        if chunk[:2] == "\\x" and len(chunk) == 4:
+            try:
+                out.append(int(chunk[2:], 16))
+                i += 4
+                continue
+            except ValueError:
+                pass
+        out += encoded[i].encode("utf-8", "surrogateescape")
+        i += 1
+    return bytes(out)
+
+
+def probe(host: Host, name: str) -> Signature:
+    """Low-level probe (-p): reads the device itself, bypassing blkid's cache."""
+    result = host.run(["blkid", "-p", "-o", "udev", host.path(f"/dev/{name}")],
+                      timeout=BLKID_TIMEOUT, changes=False)
+    if result.returncode == 2:  # nothing found
+        return Signature()
+    properties = {}
+    for line in result.stdout.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            properties[key] = value
+    if result.returncode == 8:
+        return Signature(properties, ambivalent=True)
+    if not result.ok:
+        return Signature(properties, error=result.why())
+    return Signature(properties)
+
+
+@dataclass(frozen=True)
+class BlockDevice:
+    """What sysfs says of a device; everything a skip decision needs without probing."""
+
+    name: str
+    devno: str
+    size: int  # bytes
+    read_only: bool
+    disk: str  # the whole disk: itself, or a partition's parent
+    partition_number: Optional[int]
+    partitions: Tuple[str, ...]
+    holders: Tuple[str, ...]
+
+    @property
+    def is_partition(self) -> bool:
+        return self.partition_number is not None
+
+
+def read(host: Host, name: str) -> BlockDevice:
+    base = f"/sys/class/block/{name}"
+    number = host.read_attr(f"{base}/partition")
+    partitions = tuple(
+        child for child in host.listdir(base) if host.exists(f"{base}/{child}/partition")
+    )
+    sectors = host.read_attr(f"{base}/size") or "0"
+    return BlockDevice(
+        name=name,
+        devno=host.read_attr(f"{base}/dev") or "",
+        size=int(sectors) * 512 if sectors.isdigit() else 0,
+        read_only=host.read_attr(f"{base}/ro") == "1",
+        disk=whole_disk(host, name) if number is not None else name,
+        partition_number=int(number) if number and number.isdigit() else None,
+        partitions=partitions,
+        holders=tuple(host.listdir(f"{base}/holders")),
+    )
+
+
+def whole_disk(host: Host, name: str) -> str:
+    """The disk a partition belongs to (its sysfs directory sits inside the disk's: .../vdc/vdc1)."""
+    if not host.exists(f"/sys/class/block/{name}/partition"):
+        return name
+    resolved = host.realpath(f"/sys/class/block/{name}")
+    return resolved.rsplit("/", 2)[-2] if resolved else name
+
+
+def name_of_devno(host: Host, devno: str) -> Optional[str]:
+    resolved = host.realpath(f"/sys/dev/block/{devno}")
+    return resolved.rsplit("/", 1)[-1] if resolved else None
+
+
+def underlying(host: Host, name: str) -> Tuple[str, ...]:
+    """The physical devices under a stacked one (dm, md): follow `slaves` down to the bottom."""
+    slaves = host.listdir(f"/sys/class/block/{name}/slaves")
+    if not slaves:
+        return (name,)
+    found: Tuple[str, ...] = ()
+    for slave in slaves:
+        found += underlying(host, slave)
+    return found

@@ -1,0 +1,117 @@
+"""Command line: argument parsing and dispatch only.
+
+Exit status: 0 done (including a deliberate skip), 1 what was asked failed, 2 bad usage or an
+unknown device. Handlers never end in a traceback on user data: expected errors become one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import List, Optional
+
+from gandi_vm import __version__
+
+log = logging.getLogger("gandi")
+
+_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3}
+
+
+class _Formatter(logging.Formatter):
+    """`warning: ...` on a terminal; `<4>...` when stderr is the journal, so priorities survive."""
+
+    def __init__(self, journal: bool):
+        super().__init__()
+        self.journal = journal
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if self.journal:
+            return f"<{_PRIORITY.get(record.levelno, 6)}>{message}"
+        if record.levelno >= logging.WARNING:
+            return f"gandi: {record.levelname.lower()}: {message}"
+        return f"gandi: {message}"
+
+
+def _setup_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter(journal=bool(os.environ.get("JOURNAL_STREAM"))))
+    log.handlers[:] = [handler]
+    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    log.propagate = False
+
+
+def _parser() -> argparse.ArgumentParser:
+    # Global options are accepted before or after the command (`gandi-vm disk attach X --dry-run`).
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--root", metavar="DIR", default=argparse.SUPPRESS,
+                        help="act on a system rooted at DIR (all paths, /sys and /proc included)")
+    common.add_argument("--dry-run", action="store_true", default=argparse.SUPPRESS,
+                        help="print the plan, change nothing")
+    common.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+                        help="configuration file (default: /etc/default/gandi, /etc/sysconfig/gandi)")
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS)
+
+    parser = argparse.ArgumentParser(prog="gandi-vm", parents=[common],
+                                     description="Make hot-plugged resources of a VM usable.")
+    parser.add_argument("--version", action="version", version=f"gandi-vm {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    disk = commands.add_parser("disk", parents=[common], help="one disk: attach, detach, resize")
+    actions = disk.add_subparsers(dest="action", metavar="ACTION", required=True)
+    for action, text in (("attach", "check and mount under the disk root"),
+                         ("detach", "unmount what attach mounted (the unit's stop action)"),
+                         ("resize", "grow the filesystem after the disk grew")):
+        sub = actions.add_parser(action, parents=[common], help=text)
+        sub.add_argument("device", metavar="DEV", help="kernel name (vdb) or /dev path")
+
+    commands.add_parser("mount-all", parents=[common], help="attach every disk present (boot)")
+    status = commands.add_parser("status", parents=[common], help="what gandi did with each disk")
+    status.add_argument("--format", choices=("text", "yaml"), default="text")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    _setup_logging(getattr(args, "verbose", False))
+
+    from gandi_vm import config
+    from gandi_vm.blockdev import NoSuchDevice
+    from gandi_vm.host import Host
+
+    host = Host(getattr(args, "root", "/"), dry_run=getattr(args, "dry_run", False))
+    settings = config.load(host, getattr(args, "config", None))
+    try:
+        return _dispatch(args, host, settings)
+    except NoSuchDevice as e:
+        log.error("%s", e)
+        return 2
+    except OSError as e:
+        log.error("%s: %s", e.filename or args.command, e.strerror or e)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace, host, settings) -> int:
+    from gandi_vm import disk
+
+    if args.command == "disk":
+        handler = {"attach": disk.attach, "detach": disk.detach, "resize": disk.resize}
+        outcome = handler[args.action](host, settings, args.device)
+        return 1 if outcome.failed else 0
+    if args.command == "mount-all":
+        outcomes = disk.mount_all(host, settings)
+        return 1 if any(o.failed for o in outcomes) else 0
+    if args.command == "status":
+        from gandi_vm import status
+
+        print(status.render(disk.status(host, settings), args.format), end="")
+        return 0
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

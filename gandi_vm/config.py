@@ -1,0 +1,161 @@
+"""/etc/default/gandi (or /etc/sysconfig/gandi) -> a frozen Settings object.
+
+The file keeps the historic shell `KEY=VALUE` syntax, but it is parsed with shlex, never sourced:
+nothing in it is executed or expanded. A bad value is reported as `file:line: ...` and that key
+keeps its default, so a typo never stops a handler.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+import re
+import shlex
+from dataclasses import dataclass, field, replace
+from typing import Callable, Dict, List, Optional, Tuple
+
+from gandi_vm.host import Host
+
+log = logging.getLogger("gandi")
+
+DEFAULT_PATHS = ("/etc/default/gandi", "/etc/sysconfig/gandi")
+
+
+@dataclass(frozen=True)
+class Settings:
+    allow_mount: bool = True
+    mount_params: str = "rw,nosuid,nodev,noatime"
+    disk_root: str = "/srv"
+    hook_dir: str = "/etc/gandi/hooks"
+    disk_devices: Tuple[str, ...] = ("vd*", "xvd*", "sd*", "nvme*", "hd*")
+    fsck_timeout: int = 600
+    source: str = "(defaults)"
+    # (logging level, "file:line: message") for each line that was not taken as written
+    problems: Tuple[Tuple[int, str], ...] = field(default=(), compare=False)
+
+
+def _boolean(value: str) -> bool:
+    lowered = value.lower()
+    if lowered in ("1", "yes", "true", "on"):
+        return True
+    if lowered in ("0", "no", "false", "off"):
+        return False
+    raise ValueError("expected 1 or 0")
+
+
+def _directory(value: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError("expected an absolute path")
+    if any(part == ".." for part in value.split("/")) or any(ord(c) < 32 for c in value):
+        raise ValueError("expected a plain absolute path (no '..', no control characters)")
+    normal = posixpath.normpath(value)
+    if normal == "/":
+        raise ValueError("refusing '/'")
+    return normal
+
+
+# Mount options reach mount(8) as one argv element; still, keep them to what option syntax allows.
+_MOUNT_OPTION = re.compile(r"[A-Za-z0-9_.:=+-]+")
+
+
+def _mount_params(value: str) -> str:
+    options = value.split(",")
+    if not value or not all(_MOUNT_OPTION.fullmatch(o) for o in options):
+        raise ValueError("expected comma-separated mount options such as rw,nosuid,nodev")
+    return value
+
+
+_DEVICE_PATTERN = re.compile(r"[A-Za-z0-9*?\[\]_-]+")
+
+
+def _patterns(value: str) -> Tuple[str, ...]:
+    patterns = tuple(value.split())
+    if not all(_DEVICE_PATTERN.fullmatch(p) for p in patterns):
+        raise ValueError("expected space-separated kernel name patterns such as 'vd* sd*'")
+    return patterns
+
+
+def _seconds(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 86400:
+        raise ValueError("expected a number of seconds between 1 and 86400")
+    return int(value)
+
+
+# key -> (Settings field, parser). Historic names are kept so existing files keep working.
+KEYS: Dict[str, Tuple[str, Callable[[str], object]]] = {
+    "CONFIG_ALLOW_MOUNT": ("allow_mount", _boolean),
+    "CONFIG_MOUNT_PARAMS": ("mount_params", _mount_params),
+    "CONFIG_DISK_ROOT": ("disk_root", _directory),
+    "GANDI_HOOK_DIR": ("hook_dir", _directory),
+    "CONFIG_DISK_DEVICES": ("disk_devices", _patterns),
+    "CONFIG_FSCK_TIMEOUT": ("fsck_timeout", _seconds),
+}
+
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def parse(text: str, source: str) -> Settings:
+    """Parse the file's text; problems are collected (and logged), never raised."""
+    values: Dict[str, object] = {}
+    problems: List[Tuple[int, str]] = []
+
+    def problem(lineno: int, message: str, level: int = logging.ERROR) -> None:
+        problems.append((level, f"{source}:{lineno}: {message}"))
+
+    for lineno, line in enumerate(text.splitlines(), 1):
+        try:
+            words = shlex.split(line, comments=True, posix=True)
+        except ValueError as e:
+            problem(lineno, f"cannot parse line ({e}); ignored")
+            continue
+        if words[:1] == ["export"]:
+            words = words[1:]
+        if not words:
+            continue
+        key, sep, value = words[0].partition("=")
+        if len(words) != 1 or not sep or not _KEY.fullmatch(key):
+            problem(lineno, f"expected KEY=VALUE, got {line.strip()!r}; ignored")
+            continue
+        if key not in KEYS:
+            problem(lineno, f"unknown key {key}; ignored", logging.WARNING)
+            continue
+        name, convert = KEYS[key]
+        try:
+            values[name] = convert(value)
+        except ValueError as e:
+            default = getattr(Settings(), name)
+            shown = " ".join(default) if isinstance(default, tuple) else default
+            if isinstance(default, bool):
+                shown = int(default)
+            problem(lineno, f"{key}={value!r}: {e}; using the default {shown!s}")
+    return replace(Settings(), source=source, problems=tuple(problems), **values)
+
+
+def load(host: Host, explicit: Optional[str] = None) -> Settings:
+    """Read the explicit file (a path on the invoking system), else the first default file
+    that exists under the host's root; defaults when there is none."""
+    if explicit is not None:
+        try:
+            with open(explicit, encoding="utf-8", errors="replace") as f:
+                settings = parse(f.read(), explicit)
+        except OSError as e:
+            settings = _unreadable(explicit, e)
+    else:
+        settings = Settings()
+        for candidate in DEFAULT_PATHS:
+            try:
+                text = host.read_text(candidate)
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                settings = _unreadable(candidate, e)
+                break
+            settings = parse(text, candidate)
+            break
+    for level, message in settings.problems:
+        log.log(level, "%s", message)
+    return settings
+
+
+def _unreadable(path: str, error: OSError) -> Settings:
+    return replace(Settings(), problems=((logging.ERROR, f"{path}: {error.strerror}; using defaults"),))

@@ -1,0 +1,366 @@
+"""Disks: attach (check and mount under CONFIG_DISK_ROOT/<label>), detach, resize, mount-all.
+
+Each handler gathers facts through the Host, decides with pure functions (`sysfs_skip`,
+`signature_skip`, `fstab_claim`, `labels.component`), then acts with a short list of Host calls.
+Every decision is logged in one line and recorded under /run/gandi/disk for `status` and `detach`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence
+
+from gandi_vm import blockdev, filesystems, labels, mounts, state
+from gandi_vm.blockdev import BlockDevice, Signature
+from gandi_vm.config import Settings
+from gandi_vm.hooks import run_hook
+from gandi_vm.host import Host
+
+log = logging.getLogger("gandi")
+
+# Mounts that make their disk the system disk; with active swap, found from the tables, not names.
+SYSTEM_MOUNTPOINTS = ("/", "/boot", "/boot/efi")
+MOUNT_TIMEOUT = 120
+
+MOUNTED, SKIPPED, FAILED, UNMOUNTED, GROWN, UNCHANGED = (
+    "mounted", "skipped", "failed", "unmounted", "grown", "unchanged")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    device: str
+    state: str
+    reason: str
+    mountpoint: Optional[str] = None
+
+    @property
+    def failed(self) -> bool:
+        return self.state == FAILED
+
+    def line(self) -> str:
+        return f"disk {self.device}: {self.state}: {self.reason}"
+
+
+# -- decisions (pure) --------------------------------------------------------------------------
+def sysfs_skip(dev: BlockDevice, system: Dict[str, str]) -> Optional[str]:
+    """Why a device must be left alone, from sysfs facts alone (no probe needed)."""
+    if dev.disk in system:
+        return f"on the system disk {dev.disk} ({system[dev.disk]})"
+    if dev.size == 0:
+        return "zero size (no medium)"
+    if dev.read_only:
+        return "read-only device"
+    if dev.holders:
+        return f"in use by {' '.join(dev.holders)}"
+    if dev.partitions:
+        return f"partitioned: {' '.join(dev.partitions)} are handled on their own"
+    return None
+
+
+def signature_skip(sig: Signature) -> Optional[str]:
+    """Why what is written on the device is not something to mount (we never mkfs)."""
+    if sig.ambivalent:
+        return "several signatures found (ambivalent probe), not guessing which one to mount"
+    if sig.fstype == "swap":
+        return "swap signature"
+    if not sig.fstype:
+        if sig.partition_table:
+            return f"{sig.partition_table} partition table without visible partitions"
+        return "no filesystem"
+    if sig.usage != "filesystem":
+        return f"holds {sig.fstype} ({sig.usage or 'unknown usage'}), not a filesystem"
+    return None
+
+
+def fstab_claim(entries: Sequence[mounts.FstabEntry], dev_path: str, sig: Signature,
+                resolve) -> Optional[mounts.FstabEntry]:
+    """The /etc/fstab line that names this device, by UUID, LABEL, PARTUUID, PARTLABEL or path:
+    the owner's configuration wins and we do not mount the device a second time."""
+    label = sig.label
+    keys = {
+        "UUID": sig.uuid,
+        "LABEL": label.decode("utf-8", "surrogateescape") if label is not None else "",
+        "PARTUUID": sig.properties.get("ID_PART_ENTRY_UUID", ""),
+        "PARTLABEL": blockdev.decode_udev_string(
+            sig.properties.get("ID_PART_ENTRY_NAME", "")).decode("utf-8", "surrogateescape"),
+    }
+    for entry in entries:
+        kind, sep, value = entry.spec.partition("=")
+        if sep and kind in keys:
+            if keys[kind] and value.strip('"').lower() == keys[kind].lower():
+                return entry
+        elif entry.spec.startswith("/dev/") and resolve(entry.spec) == dev_path:
+            return entry
+    return None
+
+
+# -- facts -------------------------------------------------------------------------------------
+def system_disks(host: Host, table: Sequence[mounts.Mount]) -> Dict[str, str]:
+    """Disks holding /, /boot or active swap, through dm/md stacking: disk name -> why."""
+    held: Dict[str, str] = {}
+
+    def hold(name: Optional[str], why: str) -> None:
+        for base in blockdev.underlying(host, name) if name else ():
+            held.setdefault(blockdev.whole_disk(host, base), why)
+
+    for mount in table:
+        if mount.mountpoint in SYSTEM_MOUNTPOINTS:
+            hold(blockdev.name_of_devno(host, mount.devno), f"holds {mount.mountpoint}")
+    for path in mounts.active_swaps(host):
+        resolved = host.realpath(path) if path.startswith("/") else None
+        if resolved and resolved.startswith("/dev/"):
+            hold(resolved[len("/dev/"):], "holds active swap")
+    return held
+
+
+def eligible(host: Host, settings: Settings) -> List[str]:
+    """Block devices whose kernel name matches CONFIG_DISK_DEVICES, in kernel-name order."""
+    return [name for name in host.listdir("/sys/class/block")
+            if any(fnmatch.fnmatchcase(name, pattern) for pattern in settings.disk_devices)]
+
+
+# -- attach ------------------------------------------------------------------------------------
+def attach(host: Host, settings: Settings, dev: str) -> Outcome:
+    name = blockdev.kernel_name(host, dev)
+    with host.lock(f"disk-{name}"):
+        outcome, record = _attach(host, settings, name)
+    log.log(logging.ERROR if outcome.failed else logging.INFO, "%s", outcome.line())
+    if record is not None:
+        state.save(host, name, record)
+    return outcome
+
+
+def _attach(host: Host, settings: Settings, name: str):
+    dev = blockdev.read(host, name)
+    record = {"device": name, "devno": dev.devno, "size": dev.size, "fstype": "", "label": "",
+              "mountpoint": None, "ours": False}
+
+    def done(status: str, reason: str, mountpoint: Optional[str] = None):
+        record.update(state=status, reason=reason, mountpoint=mountpoint)
+        return Outcome(name, status, reason, mountpoint), record
+
+    if not settings.allow_mount:
+        return done(SKIPPED, "CONFIG_ALLOW_MOUNT=0")
+    table = mounts.mount_table(host)
+    reason = sysfs_skip(dev, system_disks(host, table))
+    if reason:
+        return done(SKIPPED, reason)
+    already = [m.mountpoint for m in table if m.devno == dev.devno]
+    if already:
+        previous = state.load(host, name)
+        if previous and previous.get("ours") and previous.get("mountpoint") in already:
+            return Outcome(name, MOUNTED, f"already mounted at {previous['mountpoint']}",
+                           previous["mountpoint"]), None
+        return done(MOUNTED, f"already mounted at {already[0]} (not by gandi)", already[0])
+
+    sig = blockdev.probe(host, name)
+    if sig.error:
+        return done(FAILED, f"blkid failed: {sig.error}")
+    record.update(fstype=sig.fstype, label=_display(sig.label))
+    reason = signature_skip(sig)
+    if reason:
+        return done(SKIPPED, reason)
+    claim = fstab_claim(mounts.fstab(host), f"/dev/{name}", sig, host.realpath)
+    if claim:
+        return done(SKIPPED, f"listed in /etc/fstab line {claim.lineno} (for {claim.mountpoint})")
+
+    check = filesystems.check(host, sig.fstype, f"/dev/{name}", settings.fsck_timeout)
+    if not check.ok:
+        return done(FAILED, f"not mounted: {check.message}")
+    log.info("disk %s: %s", name, check.message)
+
+    component = labels.component(sig.label, fallback=name)
+    with host.lock("disk-root"):
+        mountpoint, why = _mount(host, settings, name, sig.fstype, component)
+    if mountpoint is None:
+        return done(FAILED, why)
+    record["ours"] = True
+    outcome = done(MOUNTED, f"{sig.fstype}, label {record['label'] or '(none)'}", mountpoint)
+    run_hook(host, settings.hook_dir, "post-disk-attach", [f"/dev/{name}", sig.fstype, mountpoint])
+    return outcome
+
+
+def _display(label: Optional[bytes]) -> str:
+    """A label as text for logs and status; repr() of it shows control characters escaped."""
+    return "" if label is None else repr(label.decode("utf-8", "backslashreplace"))
+
+
+def _mount(host: Host, settings: Settings, name: str, fstype: str, component: str):
+    """Create the mountpoint and mount; returns (mountpoint, None) or (None, why it failed)."""
+    root = settings.disk_root
+    _makedirs(host, root)
+    real_root = host.realpath(root)
+    if real_root is None:
+        return None, f"disk root {root} resolves outside the system"
+
+    def unusable(path: str) -> Optional[str]:
+        if not host.exists(path):
+            return None
+        if not host.is_dir(path):
+            return "not a directory"
+        if mounts.mount_at(host, path):
+            return "already a mountpoint"
+        if host.listdir(path):
+            return "not empty (it may hold data)"
+        return None
+
+    mountpoint = labels.choose(root, component, unusable)
+    if mountpoint is None:
+        return None, f"no free mountpoint for {component!r} under {root}"
+    if mountpoint != f"{root}/{component}":
+        log.info("disk %s: %s/%s is taken, using %s", name, root, component, mountpoint)
+    created = host.mkdir(mountpoint)
+    # The label can no longer name a path outside the root, but the tree may hold symlinks.
+    if not host.dry_run and host.realpath(mountpoint) != f"{real_root}/{mountpoint.rsplit('/', 1)[1]}":
+        if created:
+            host.rmdir(mountpoint)
+        return None, f"refusing {mountpoint}: it resolves outside {root}"
+    result = host.run(["mount", "-t", fstype, "-o", settings.mount_params,
+                       host.path(f"/dev/{name}"), host.path(mountpoint)], timeout=MOUNT_TIMEOUT)
+    if not result.ok:
+        if created:
+            host.rmdir(mountpoint)
+        return None, f"mount on {mountpoint} failed: {result.why()}"
+    return mountpoint, None
+
+
+def _makedirs(host: Host, path: str) -> None:
+    parts = path.strip("/").split("/")
+    for depth in range(1, len(parts) + 1):
+        host.mkdir("/" + "/".join(parts[:depth]))
+
+
+# -- detach ------------------------------------------------------------------------------------
+def detach(host: Host, settings: Settings, dev: str) -> Outcome:
+    """Undo what attach did. The device may already be gone (unplugged), so work from the record."""
+    name = dev.rsplit("/", 1)[-1]
+    with host.lock(f"disk-{name}"):
+        outcome = _detach(host, settings, name)
+    log.log(logging.ERROR if outcome.failed else logging.INFO, "%s", outcome.line())
+    return outcome
+
+
+def _detach(host: Host, settings: Settings, name: str) -> Outcome:
+    record = state.load(host, name)
+    if not record or not record.get("ours"):
+        state.forget(host, name)
+        return Outcome(name, UNCHANGED, "nothing mounted by gandi")
+    mountpoint = str(record["mountpoint"])
+    mount = mounts.mount_at(host, mountpoint)
+    if mount and mount.devno == record.get("devno"):
+        run_hook(host, settings.hook_dir, "pre-disk-detach", [f"/dev/{name}", mountpoint])
+        result = host.run(["umount", host.path(mountpoint)], timeout=MOUNT_TIMEOUT)
+        gone = not host.exists(f"/sys/class/block/{name}")
+        if not result.ok and gone:
+            # The device was unplugged under a busy mount: detach it lazily, nothing else can work.
+            log.warning("disk %s: umount failed (%s), device gone: lazy unmount", name, result.why())
+            result = host.run(["umount", "-l", host.path(mountpoint)], timeout=MOUNT_TIMEOUT)
+        if not result.ok:
+            return Outcome(name, FAILED, f"umount {mountpoint} failed: {result.why()}", mountpoint)
+    if host.dry_run or mounts.mount_at(host, mountpoint) is None:
+        host.rmdir(mountpoint)  # only if empty: whatever is left there is someone's data
+    state.forget(host, name)
+    return Outcome(name, UNMOUNTED, f"unmounted from {mountpoint}", mountpoint)
+
+
+# -- resize ------------------------------------------------------------------------------------
+def resize(host: Host, settings: Settings, dev: str) -> Outcome:
+    """Grow our filesystem after the platform enlarged its disk (a `change` uevent).
+
+    udev also sends `change` when a writer closes the device, so a size equal to the recorded one
+    returns at once without spawning anything."""
+    name = blockdev.kernel_name(host, dev)
+    with host.lock(f"disk-{name}"):
+        outcome = _resize(host, name)
+    log.log(logging.ERROR if outcome.failed else logging.INFO, "%s", outcome.line())
+    return outcome
+
+
+def _resize(host: Host, name: str) -> Outcome:
+    dev = blockdev.read(host, name)
+    record = state.load(host, name)
+    if record is None:
+        return Outcome(name, UNCHANGED, "not handled by gandi")
+    if record.get("size") == dev.size:
+        return Outcome(name, UNCHANGED, "size unchanged")
+    if dev.partitions:
+        outcome = _grow_last_partition(host, dev)
+    else:
+        outcome = _grow_filesystem(host, name, record, dev.size)
+    if not outcome.failed:  # a failed grow is tried again on the next event
+        record["size"] = dev.size
+        state.save(host, name, record)
+    return outcome
+
+
+def _grow_last_partition(host: Host, dev: BlockDevice) -> Outcome:
+    numbers = {p: blockdev.read(host, p).partition_number or 0 for p in dev.partitions}
+    last = max(numbers, key=numbers.__getitem__)
+    last_record = state.load(host, last)
+    if not last_record or not last_record.get("ours"):
+        return Outcome(dev.name, UNCHANGED, f"last partition {last} is not mounted by gandi")
+    disk_path, number = f"/dev/{dev.name}", str(numbers[last])
+    grown = host.run(["growpart", host.path(disk_path), number], timeout=120)
+    if grown.returncode == 127:
+        return Outcome(dev.name, UNCHANGED, f"growpart is not installed: grow {last} by hand "
+                       f"(growpart {disk_path} {number}), then run: gandi-vm disk resize {last}")
+    if not grown.ok and "NOCHANGE" not in grown.stdout:
+        return Outcome(dev.name, FAILED, f"growpart {disk_path} {number} failed: {grown.why()}")
+    with host.lock(f"disk-{last}"):
+        return _resize(host, last)
+
+
+def _grow_filesystem(host: Host, name: str, record: state.Record, size: int) -> Outcome:
+    mountpoint = record.get("mountpoint")
+    if not record.get("ours") or not mountpoint:
+        return Outcome(name, UNCHANGED, "not mounted by gandi")
+    fstype = str(record.get("fstype"))
+    command = filesystems.grow_command(host, fstype, f"/dev/{name}", str(mountpoint))
+    if command is None:
+        return Outcome(name, UNCHANGED, f"{fstype} cannot be grown online", str(mountpoint))
+    result = host.run(command, timeout=filesystems.GROW_TIMEOUT)
+    if not result.ok:
+        return Outcome(name, FAILED, f"{command[0]} failed: {result.why()}", str(mountpoint))
+    return Outcome(name, GROWN, f"{fstype} on {mountpoint} grown to the device's {size} bytes",
+                   str(mountpoint))
+
+
+# -- boot --------------------------------------------------------------------------------------
+def mount_all(host: Host, settings: Settings) -> List[Outcome]:
+    """Attach every eligible disk present at boot; one bad disk never stops the others."""
+    outcomes = []
+    for name in eligible(host, settings):
+        try:
+            outcomes.append(attach(host, settings, name))
+        except (OSError, ValueError, blockdev.NoSuchDevice) as e:
+            log.error("disk %s: failed: %s", name, e)
+            outcomes.append(Outcome(name, FAILED, str(e)))
+    return outcomes
+
+
+# -- status ------------------------------------------------------------------------------------
+def status(host: Host, settings: Settings) -> List[Dict[str, object]]:
+    """Each eligible or recorded disk: what it is and what gandi decided for it."""
+    rows = []
+    table = mounts.mount_table(host)
+    for name in sorted(set(eligible(host, settings)) | set(state.recorded(host))):
+        record = state.load(host, name) or {}
+        present = host.exists(f"/sys/class/block/{name}")
+        dev = blockdev.read(host, name) if present else None
+        if present and not record:
+            sig = blockdev.probe(host, name)
+            record = {"fstype": sig.fstype, "label": _display(sig.label),
+                      "state": "not handled", "reason": "no attach ran for it since boot"}
+        mounted = [m.mountpoint for m in table if dev and m.devno == dev.devno]
+        rows.append({
+            "device": name,
+            "size": dev.size if dev else record.get("size"),
+            "fstype": record.get("fstype") or "",
+            "label": record.get("label") or "",
+            "mountpoint": mounted[0] if mounted else None,
+            "state": record.get("state") if present else "gone",
+            "reason": record.get("reason") if present else "device no longer present",
+        })
+    return rows

@@ -1,0 +1,235 @@
+"""The system boundary: every file, sysfs attribute and command goes through a Host.
+
+A Host maps guest paths ("/srv/data", "/sys/class/block/vdb") onto a root directory, so the same
+code runs on the real system (root "/"), on a sample tree (`--root`), and in pyfakefs unit tests.
+With dry_run, nothing is changed: each action is printed as a plan line instead, while queries
+(reading files, running probes such as blkid) still happen so that the plan is the real one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import posixpath
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from typing import Iterator, List, Optional, Sequence, TextIO
+
+log = logging.getLogger("gandi")
+
+# Commands run with a stable, parseable locale and a PATH that finds sbin tools even when we are
+# started from a minimal environment (udev, systemd units, cron).
+_ENV = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "LC_ALL": "C",
+}
+
+
+@dataclass(frozen=True)
+class Result:
+    """Outcome of an external command; callers decide what a failure means."""
+
+    argv: Sequence[str]
+    returncode: int
+    stdout: str = ""
+    stderr: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    def why(self) -> str:
+        """The last line the command printed, to quote in a one-line error."""
+        for text in (self.stderr, self.stdout):
+            lines = [line.strip() for line in text.splitlines() if line.strip()]
+            if lines:
+                return lines[-1]
+        return f"exit status {self.returncode}"
+
+
+class Host:
+    """Rooted access to the system, with an optional dry-run that prints instead of acting."""
+
+    def __init__(self, root: str = "/", dry_run: bool = False, plan: Optional[TextIO] = None):
+        self.root = os.path.abspath(root)
+        self.dry_run = dry_run
+        self._plan = plan
+
+    # -- paths -------------------------------------------------------------------------------
+    def path(self, guest_path: str) -> str:
+        """The real path of an absolute guest path; lexically it can never climb above root."""
+        if not guest_path.startswith("/"):
+            raise ValueError(f"not an absolute path: {guest_path!r}")
+        normal = posixpath.normpath(guest_path).lstrip("/")
+        return os.path.join(self.root, normal) if normal else self.root
+
+    def guest(self, real_path: str) -> Optional[str]:
+        """The guest path of a real path, or None if it lies outside root."""
+        real_path = os.path.abspath(real_path)
+        if self.root == "/":
+            return real_path
+        if real_path == self.root:
+            return "/"
+        if real_path.startswith(self.root + "/"):
+            return real_path[len(self.root):]
+        return None
+
+    def realpath(self, guest_path: str) -> Optional[str]:
+        """Resolve symlinks; None when the result escapes root."""
+        return self.guest(os.path.realpath(self.path(guest_path)))
+
+    # -- queries -----------------------------------------------------------------------------
+    def exists(self, guest_path: str) -> bool:
+        return os.path.lexists(self.path(guest_path))
+
+    def is_dir(self, guest_path: str) -> bool:
+        """A real directory, not a symlink to one (a symlink may point anywhere)."""
+        real = self.path(guest_path)
+        return os.path.isdir(real) and not os.path.islink(real)
+
+    def listdir(self, guest_path: str) -> List[str]:
+        try:
+            return sorted(os.listdir(self.path(guest_path)))
+        except OSError:
+            return []
+
+    def read_text(self, guest_path: str) -> str:
+        with open(self.path(guest_path), encoding="utf-8", errors="surrogateescape") as f:
+            return f.read()
+
+    def read_attr(self, guest_path: str) -> Optional[str]:
+        """A sysfs-style one-line attribute, or None if absent or unreadable."""
+        try:
+            return self.read_text(guest_path).strip()
+        except OSError:
+            return None
+
+    def run(self, argv: Sequence[str], timeout: float, changes: bool = True) -> Result:
+        """Run a command without a shell. Commands that change the system are only planned in
+        dry-run; queries (changes=False) always run. Never raises for the command's failure."""
+        argv = [str(a) for a in argv]
+        if changes and self.dry_run:
+            self._say("run " + " ".join(_quote(a) for a in argv))
+            return Result(argv, 0)
+        log.debug("running %s", " ".join(_quote(a) for a in argv))
+        try:
+            done = subprocess.run(
+                argv,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=timeout,
+                env=_ENV,
+                text=True,
+                errors="replace",
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            return Result(argv, 124, stderr=f"{argv[0]}: timed out after {timeout:g}s")
+        except OSError as e:
+            return Result(argv, 127, stderr=f"{argv[0]}: {e.strerror}")
+        return Result(argv, done.returncode, done.stdout, done.stderr)
+
+    # -- actions -----------------------------------------------------------------------------
+    def mkdir(self, guest_path: str, mode: int = 0o755) -> bool:
+        """Create one directory owned by root; False if it already existed."""
+        if self.dry_run:
+            if self.exists(guest_path):
+                return False
+            self._say(f"mkdir -m {mode:04o} {guest_path} (owner root:root)")
+            return True
+        real = self.path(guest_path)
+        try:
+            os.mkdir(real, mode)
+        except FileExistsError:
+            return False
+        os.chmod(real, mode)  # the umask must not decide a mountpoint's mode
+        if os.geteuid() == 0:
+            os.chown(real, 0, 0)
+        return True
+
+    def rmdir(self, guest_path: str) -> bool:
+        """Remove an empty directory; False (and nothing removed) if it is not empty or absent."""
+        if self.dry_run:
+            self._say(f"rmdir {guest_path}")
+            return True
+        try:
+            os.rmdir(self.path(guest_path))
+        except OSError as e:
+            if e.errno not in (errno.ENOENT, errno.ENOTEMPTY, errno.EEXIST, errno.EBUSY):
+                raise
+            return False
+        return True
+
+    def write_text(self, guest_path: str, text: str, mode: int = 0o644) -> bool:
+        """Atomically replace a file (temp file, fsync, rename); False if it already held text."""
+        real = self.path(guest_path)
+        try:
+            with open(real, encoding="utf-8") as f:
+                if f.read() == text:
+                    return False
+        except (OSError, UnicodeDecodeError):
+            pass
+        if self.dry_run:
+            self._say(f"write {guest_path}")
+            return True
+        directory = os.path.dirname(real)
+        os.makedirs(directory, mode=0o755, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".gandi-")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, mode)
+            os.replace(tmp, real)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        return True
+
+    def remove(self, guest_path: str) -> bool:
+        if self.dry_run:
+            if self.exists(guest_path):
+                self._say(f"remove {guest_path}")
+                return True
+            return False
+        try:
+            os.unlink(self.path(guest_path))
+        except FileNotFoundError:
+            return False
+        return True
+
+    @contextlib.contextmanager
+    def lock(self, name: str) -> Iterator[None]:
+        """An exclusive lock under /run/gandi/lock, held until the block ends.
+
+        Overlapping events for one device (udev may queue add and change back to back, and the
+        boot-time mount-all may race a coldplug unit) must not act at the same time."""
+        if self.dry_run:
+            yield
+            return
+        import fcntl
+
+        directory = self.path("/run/gandi/lock")
+        os.makedirs(directory, mode=0o755, exist_ok=True)
+        fd = os.open(os.path.join(directory, name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _say(self, line: str) -> None:
+        print("would " + line, file=self._plan or sys.stdout, flush=True)
+
+
+def _quote(arg: str) -> str:
+    """Show an argument readably in a plan or log line (display only, never executed)."""
+    import shlex
+
+    return shlex.quote(arg)
