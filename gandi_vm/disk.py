@@ -43,6 +43,11 @@ class Outcome:
         return f"disk {self.device}: {self.state}: {self.reason}"
 
 
+def _report(host: Host, outcome: Outcome) -> None:
+    prefix = "(dry run) " if host.dry_run else ""
+    log.log(logging.ERROR if outcome.failed else logging.INFO, "%s%s", prefix, outcome.line())
+
+
 # -- decisions (pure) --------------------------------------------------------------------------
 def sysfs_skip(dev: BlockDevice, system: Dict[str, str]) -> Optional[str]:
     """Why a device must be left alone, from sysfs facts alone (no probe needed)."""
@@ -126,7 +131,7 @@ def attach(host: Host, settings: Settings, dev: str) -> Outcome:
     name = blockdev.kernel_name(host, dev)
     with host.lock(f"disk-{name}"):
         outcome, record = _attach(host, settings, name)
-    log.log(logging.ERROR if outcome.failed else logging.INFO, "%s", outcome.line())
+    _report(host, outcome)
     if record is not None:
         state.save(host, name, record)
     return outcome
@@ -238,7 +243,7 @@ def detach(host: Host, settings: Settings, dev: str) -> Outcome:
     name = dev.rsplit("/", 1)[-1]
     with host.lock(f"disk-{name}"):
         outcome = _detach(host, settings, name)
-    log.log(logging.ERROR if outcome.failed else logging.INFO, "%s", outcome.line())
+    _report(host, outcome)
     return outcome
 
 
@@ -274,7 +279,7 @@ def resize(host: Host, settings: Settings, dev: str) -> Outcome:
     name = blockdev.kernel_name(host, dev)
     with host.lock(f"disk-{name}"):
         outcome = _resize(host, name)
-    log.log(logging.ERROR if outcome.failed else logging.INFO, "%s", outcome.line())
+    _report(host, outcome)
     return outcome
 
 

@@ -34,6 +34,8 @@ def check(host: Host, fstype: str, device: str, timeout: int) -> Check:
     if fstype not in EXT:
         return Check(True, f"no pre-mount check for {fstype}")
     result = host.run(["e2fsck", "-p", host.path(device)], timeout=timeout)
+    if host.dry_run:
+        return Check(True, "e2fsck -p planned")
     code = result.returncode
     if code == 124:
         return Check(False, f"e2fsck timed out after {timeout}s")

@@ -58,6 +58,7 @@ class Host:
         self.root = os.path.abspath(root)
         self.dry_run = dry_run
         self._plan = plan
+        self._planned_dirs: set = set()  # in dry-run, directories the plan already creates
 
     # -- paths -------------------------------------------------------------------------------
     def path(self, guest_path: str) -> str:
@@ -137,8 +138,9 @@ class Host:
     def mkdir(self, guest_path: str, mode: int = 0o755) -> bool:
         """Create one directory owned by root; False if it already existed."""
         if self.dry_run:
-            if self.exists(guest_path):
+            if self.exists(guest_path) or guest_path in self._planned_dirs:
                 return False
+            self._planned_dirs.add(guest_path)
             self._say(f"mkdir -m {mode:04o} {guest_path} (owner root:root)")
             return True
         real = self.path(guest_path)

@@ -1,0 +1,56 @@
+"""The files we ship agree with each other and with the code: rule -> unit -> command."""
+
+from __future__ import annotations
+
+import configparser
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from gandi_vm import cli, config
+
+REPO = Path(__file__).resolve().parents[2]
+RULES = REPO / "udev" / "86-gandi.rules"
+UNITS = sorted((REPO / "systemd").glob("*.service"))
+
+
+def _unit(path: Path) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str  # systemd keys are case-sensitive
+    parser.read(path)
+    return parser
+
+
+def test_default_config_file_parses_cleanly_to_the_defaults():
+    settings = config.parse((REPO / "etc/default/gandi").read_text(), "etc/default/gandi")
+    assert settings.problems == ()
+    assert settings == config.Settings(source="etc/default/gandi")
+
+
+def test_udev_rule_filters_actions_and_only_delegates():
+    lines = [line for line in RULES.read_text().splitlines()
+             if line.strip() and not line.lstrip().startswith("#")]
+    assert any('ACTION!="add|change"' in line for line in lines)
+    assert not any("RUN" in line or "PROGRAM" in line or "IMPORT{program}" in line for line in lines)
+    wanted = re.findall(r'SYSTEMD_WANTS}\+="([^"]+)"', RULES.read_text())
+    assert wanted == ["gandi-disk@%k.service"]
+    assert (REPO / "systemd" / "gandi-disk@.service").is_file()
+
+
+@pytest.mark.parametrize("unit", UNITS, ids=lambda p: p.name)
+def test_unit_commands_are_valid_gandi_vm_invocations(unit: Path):
+    service = _unit(unit)["Service"]
+    commands = [service[key] for key in ("ExecStart", "ExecReload", "ExecStop") if key in service]
+    assert commands
+    for command in commands:
+        argv = shlex.split(command.replace("%I", "vdb").replace("%i", "vdb"))
+        assert argv[0] == "/usr/bin/gandi-vm"
+        cli._parser().parse_args(argv[1:])  # exits (fails the test) on an unknown command
+
+
+def test_disk_unit_is_bound_to_its_device_and_follows_its_reloads():
+    unit = _unit(REPO / "systemd" / "gandi-disk@.service")["Unit"]
+    assert unit["BindsTo"] == "dev-%i.device"
+    assert unit["ReloadPropagatedFrom"] == "dev-%i.device"
