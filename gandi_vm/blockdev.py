@@ -22,6 +22,13 @@ class NoSuchDevice(Exception):
     """The name given is not a block device of this system."""
 
 
+def checked_name(name: str) -> str:
+    """A kernel name as syntax only (for a device that may already be gone)."""
+    if not _KERNEL_NAME.fullmatch(name):
+        raise NoSuchDevice(f"{name!r}: not a block device name")
+    return name
+
+
 def kernel_name(host: Host, dev: str) -> str:
     """`vdb`, `/dev/vdb` or a /dev/disk/by-* symlink -> the kernel name, checked in sysfs."""
     name = dev
@@ -30,7 +37,7 @@ def kernel_name(host: Host, dev: str) -> str:
         if resolved is None or not resolved.startswith("/dev/"):
             raise NoSuchDevice(f"{dev}: not a device node")
         name = resolved[len("/dev/"):]
-    if not _KERNEL_NAME.fullmatch(name) or not host.exists(f"/sys/class/block/{name}"):
+    if not host.exists(f"/sys/class/block/{checked_name(name)}"):
         raise NoSuchDevice(f"{dev}: no such block device")
     return name
 

@@ -48,7 +48,9 @@ def _directory(value: str) -> str:
         raise ValueError("expected an absolute path")
     if any(part == ".." for part in value.split("/")) or any(ord(c) < 32 for c in value):
         raise ValueError("expected a plain absolute path (no '..', no control characters)")
-    normal = posixpath.normpath(value)
+    # normpath keeps a leading "//" (POSIX leaves it implementation-defined); mountinfo never
+    # shows one, so "//srv/data" would never match the mount table (nor be unmounted).
+    normal = "/" + posixpath.normpath(value).lstrip("/")
     if normal == "/":
         raise ValueError("refusing '/'")
     return normal

@@ -112,12 +112,19 @@ def system_disks(host: Host, table: Sequence[mounts.Mount]) -> Dict[str, str]:
 
     for mount in table:
         if mount.mountpoint in SYSTEM_MOUNTPOINTS:
-            hold(blockdev.name_of_devno(host, mount.devno), f"holds {mount.mountpoint}")
+            # btrfs has no real device number in mountinfo: fall back to the source path.
+            name = blockdev.name_of_devno(host, mount.devno) or _dev_name(host, mount.source)
+            hold(name, f"holds {mount.mountpoint}")
     for path in mounts.active_swaps(host):
-        resolved = host.realpath(path) if path.startswith("/") else None
-        if resolved and resolved.startswith("/dev/"):
-            hold(resolved[len("/dev/"):], "holds active swap")
+        hold(_dev_name(host, path), "holds active swap")
     return held
+
+
+def _dev_name(host: Host, path: str) -> Optional[str]:
+    """`/dev/vda1` or `/dev/mapper/vg-root` -> the kernel name behind it, if it is a device."""
+    resolved = host.realpath(path) if path.startswith("/dev/") else None
+    name = resolved[len("/dev/"):] if resolved and resolved.startswith("/dev/") else None
+    return name if name and host.exists(f"/sys/class/block/{name}") else None
 
 
 def eligible(host: Host, settings: Settings) -> List[str]:
@@ -152,7 +159,7 @@ def _attach(host: Host, settings: Settings, name: str):
     reason = sysfs_skip(dev, system_disks(host, table))
     if reason:
         return done(SKIPPED, reason)
-    already = [m.mountpoint for m in table if m.devno == dev.devno]
+    already = [m.mountpoint for m in mounts.of_device(table, dev.devno, name)]
     if already:
         previous = state.load(host, name)
         if previous and previous.get("ours") and previous.get("mountpoint") in already:
@@ -240,7 +247,7 @@ def _makedirs(host: Host, path: str) -> None:
 # -- detach ------------------------------------------------------------------------------------
 def detach(host: Host, settings: Settings, dev: str) -> Outcome:
     """Undo what attach did. The device may already be gone (unplugged), so work from the record."""
-    name = dev.rsplit("/", 1)[-1]
+    name = blockdev.checked_name(dev.rsplit("/", 1)[-1])  # the device may be gone already
     with host.lock(f"disk-{name}"):
         outcome = _detach(host, settings, name)
     _report(host, outcome)
@@ -254,7 +261,7 @@ def _detach(host: Host, settings: Settings, name: str) -> Outcome:
         return Outcome(name, UNCHANGED, "nothing mounted by gandi")
     mountpoint = str(record["mountpoint"])
     mount = mounts.mount_at(host, mountpoint)
-    if mount and mount.devno == record.get("devno"):
+    if mount and mounts.of_device([mount], str(record.get("devno")), name):
         run_hook(host, settings.hook_dir, "pre-disk-detach", [f"/dev/{name}", mountpoint])
         result = host.run(["umount", host.path(mountpoint)], timeout=MOUNT_TIMEOUT)
         gone = not host.exists(f"/sys/class/block/{name}")
@@ -339,9 +346,10 @@ def mount_all(host: Host, settings: Settings) -> List[Outcome]:
     for name in eligible(host, settings):
         try:
             outcomes.append(attach(host, settings, name))
-        except (OSError, ValueError, blockdev.NoSuchDevice) as e:
-            log.error("disk %s: failed: %s", name, e)
-            outcomes.append(Outcome(name, FAILED, str(e)))
+        except Exception as e:  # whatever one disk does, the others are still handled
+            log.error("disk %s: failed: %s: %s", name, type(e).__name__, e)
+            log.debug("disk %s: details", name, exc_info=True)
+            outcomes.append(Outcome(name, FAILED, f"{type(e).__name__}: {e}"))
     return outcomes
 
 
@@ -358,7 +366,7 @@ def status(host: Host, settings: Settings) -> List[Dict[str, object]]:
             sig = blockdev.probe(host, name)
             record = {"fstype": sig.fstype, "label": _display(sig.label),
                       "state": "not handled", "reason": "no attach ran for it since boot"}
-        mounted = [m.mountpoint for m in table if dev and m.devno == dev.devno]
+        mounted = [m.mountpoint for m in mounts.of_device(table, dev.devno, name)] if dev else []
         rows.append({
             "device": name,
             "size": dev.size if dev else record.get("size"),

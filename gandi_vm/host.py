@@ -167,12 +167,17 @@ class Host:
         return True
 
     def write_text(self, guest_path: str, text: str, mode: int = 0o644) -> bool:
-        """Atomically replace a file (temp file, fsync, rename); False if it already held text."""
+        """Atomically replace a file (temp file, fsync, rename); False if it already held text.
+
+        An existing file keeps its mode and owner; `mode` applies to a new file."""
         real = self.path(guest_path)
+        owner = None
         try:
             with open(real, encoding="utf-8") as f:
                 if f.read() == text:
                     return False
+                st = os.fstat(f.fileno())
+                mode, owner = st.st_mode & 0o7777, (st.st_uid, st.st_gid)
         except (OSError, UnicodeDecodeError):
             pass
         if self.dry_run:
@@ -187,6 +192,8 @@ class Host:
                 f.flush()
                 os.fsync(f.fileno())
             os.chmod(tmp, mode)
+            if owner is not None and os.geteuid() == 0:
+                os.chown(tmp, *owner)
             os.replace(tmp, real)
         except BaseException:
             with contextlib.suppress(OSError):

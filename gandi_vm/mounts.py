@@ -45,8 +45,10 @@ def mount_table(host: Host) -> List[Mount]:
     return mounts
 
 
-def mounts_of(host: Host, devno: str) -> List[Mount]:
-    return [m for m in mount_table(host) if m.devno == devno]
+def of_device(table: List[Mount], devno: str, name: str) -> List[Mount]:
+    """Mounts of one device. btrfs shows an anonymous device number (0:NN) in mountinfo, so the
+    source path counts too."""
+    return [m for m in table if m.devno == devno or m.source == f"/dev/{name}"]
 
 
 def mount_at(host: Host, mountpoint: str) -> Optional[Mount]:
