@@ -15,7 +15,6 @@ import os
 import posixpath
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from typing import Iterator, List, Optional, Sequence, TextIO
 
@@ -183,6 +182,8 @@ class Host:
         if self.dry_run:
             self._say(f"write {guest_path}")
             return True
+        import tempfile  # only writers pay for it, not every hotplug handler's start-up
+
         directory = os.path.dirname(real)
         os.makedirs(directory, mode=0o755, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=".gandi-")
