@@ -155,6 +155,9 @@ def whole_disk(host: Host, name: str) -> str:
 
 
 def name_of_devno(host: Host, devno: str) -> Optional[str]:
+    # realpath() of a missing link is the path itself: "0:33" (btrfs) would pass for a name.
+    if not host.exists(f"/sys/dev/block/{devno}"):
+        return None
     resolved = host.realpath(f"/sys/dev/block/{devno}")
     return resolved.rsplit("/", 1)[-1] if resolved else None
 

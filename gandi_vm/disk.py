@@ -162,7 +162,9 @@ def _attach(host: Host, settings: Settings, name: str):
     already = [m.mountpoint for m in mounts.of_device(table, dev.devno, name)]
     if already:
         previous = state.load(host, name)
-        if previous and previous.get("ours") and previous.get("mountpoint") in already:
+        ours = previous.get("mountpoint") if previous and previous.get("ours") else None
+        # `already` holds kernel paths (symlinks resolved); the record keeps the configured one.
+        if ours and (ours in already or host.realpath(str(ours)) in already):
             return Outcome(name, MOUNTED, f"already mounted at {previous['mountpoint']}",
                            previous["mountpoint"]), None
         return done(MOUNTED, f"already mounted at {already[0]} (not by gandi)", already[0])
@@ -261,7 +263,8 @@ def _detach(host: Host, settings: Settings, name: str) -> Outcome:
         return Outcome(name, UNCHANGED, "nothing mounted by gandi")
     mountpoint = str(record["mountpoint"])
     mount = mounts.mount_at(host, mountpoint)
-    if mount and mounts.of_device([mount], str(record.get("devno")), name):
+    ours = mount is not None and mounts.of_device([mount], str(record.get("devno")), name)
+    if ours:
         run_hook(host, settings.hook_dir, "pre-disk-detach", [f"/dev/{name}", mountpoint])
         result = host.run(["umount", host.path(mountpoint)], timeout=MOUNT_TIMEOUT)
         gone = not host.exists(f"/sys/class/block/{name}")
@@ -274,6 +277,8 @@ def _detach(host: Host, settings: Settings, name: str) -> Outcome:
     if host.dry_run or mounts.mount_at(host, mountpoint) is None:
         host.rmdir(mountpoint)  # only if empty: whatever is left there is someone's data
     state.forget(host, name)
+    if not ours:
+        return Outcome(name, UNCHANGED, f"no longer mounted at {mountpoint}", mountpoint)
     return Outcome(name, UNMOUNTED, f"unmounted from {mountpoint}", mountpoint)
 
 

@@ -42,12 +42,17 @@ class Result:
         return self.returncode == 0
 
     def why(self) -> str:
-        """The last line the command printed, to quote in a one-line error."""
+        """The last telling line the command printed, to quote in a one-line error."""
         for text in (self.stderr, self.stdout):
-            lines = [line.strip() for line in text.splitlines() if line.strip()]
+            lines = [line.strip() for line in text.splitlines()
+                     if line.strip() and not line.strip().startswith(_BOILERPLATE)]
             if lines:
                 return lines[-1]
         return f"exit status {self.returncode}"
+
+
+# Trailing advice lines that tools print after the actual cause (e2fsck, mount).
+_BOILERPLATE = ("(i.e., without -a or -p options)", "dmesg(1) may have more information")
 
 
 class Host:

@@ -53,9 +53,11 @@ def of_device(table: List[Mount], devno: str, name: str) -> List[Mount]:
 
 def mount_at(host: Host, mountpoint: str) -> Optional[Mount]:
     """The mount visible at a path (the last one stacked there)."""
+    # The kernel shows mountpoints with symlinks resolved (a disk root /srv -> /data/srv).
+    wanted = {mountpoint, host.realpath(mountpoint)}
     found = None
     for mount in mount_table(host):
-        if mount.mountpoint == mountpoint:
+        if mount.mountpoint in wanted:
             found = mount
     return found
 
