@@ -94,7 +94,10 @@ def fstab_claim(entries: Sequence[mounts.FstabEntry], dev_path: str, sig: Signat
     for entry in entries:
         kind, sep, value = entry.spec.partition("=")
         if sep and kind in keys:
-            if keys[kind] and value.strip('"').lower() == keys[kind].lower():
+            wanted, have = value.strip('"'), keys[kind]
+            if kind.endswith("UUID"):  # hex digits in either case; labels are case-sensitive
+                wanted, have = wanted.lower(), have.lower()
+            if have and wanted == have:
                 return entry
         elif entry.spec.startswith("/dev/") and resolve(entry.spec) == dev_path:
             return entry

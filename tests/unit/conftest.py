@@ -1,0 +1,33 @@
+"""Fixtures shared by the unit tests; the fake-system builders live in fakesys.py so that test
+modules can import them by name (tests/unit is not a package)."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+import pytest
+from fakesys import FakeHost, system
+
+# Load every module before the first test: pyfakefs unloads, after each test, the modules first
+# imported during it, and cli/disk import lazily. A module imported anew while another still
+# holds the old copy gives two NoSuchDevice classes, and `except NoSuchDevice` stops matching.
+for _module in ("blockdev", "cli", "config", "disk", "filesystems", "hooks", "host", "labels",
+                "mounts", "state", "status"):
+    importlib.import_module(f"gandi_vm.{_module}")
+
+@pytest.fixture
+def host(fs):
+    """A plain guest (see `system`) and a FakeHost rooted at '/'."""
+    system(fs)
+    return FakeHost()
+
+
+@pytest.fixture(autouse=True)
+def _keep_gandi_logger():
+    """cli.main() replaces the 'gandi' logger's handlers and stops propagation; undo that so
+    caplog keeps working in the tests that follow."""
+    logger = logging.getLogger("gandi")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved

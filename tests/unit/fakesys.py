@@ -1,0 +1,223 @@
+"""Fake-system builders for the unit tests (used by conftest.py and imported by test modules):
+sysfs block devices, /proc/self/mountinfo, and a Host whose commands return canned results and
+are recorded (argv lists) instead of being executed.
+
+Everything here writes through the patched `os`/`open` of the pyfakefs `fs` fixture, so the code
+under test sees an ordinary tree rooted at "/" (or at `root` when a test uses --root).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from gandi_vm.host import Host, Result
+
+VIRTIO = "/sys/devices/pci0000:00/0000:00:05.0/virtio2/block"
+VIRTUAL = "/sys/devices/virtual/block"
+
+
+def _at(root: str, path: str) -> str:
+    return os.path.join(root, path.lstrip("/"))
+
+
+def _write(path: str, text: str) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def _symlink(target: str, link: str) -> None:
+    os.makedirs(os.path.dirname(link), exist_ok=True)
+    if os.path.lexists(link):
+        os.unlink(link)
+    os.symlink(target, link)
+
+
+def add_disk(fs, name: str, devno: str, size_sectors: int,
+             partitions: Sequence[Tuple[str, str, int]] = (), ro: bool = False,
+             holders: Sequence[str] = (), parent: str = VIRTIO, root: str = "/") -> str:
+    """A whole disk under `parent`, with /sys/class/block and /sys/dev/block links and a /dev node.
+
+    partitions: (name, devno, size_sectors) tuples, numbered 1, 2, ... in order.
+    Returns the disk's sysfs directory (guest path)."""
+    base = f"{parent}/{name}"
+    _write(_at(root, f"{base}/size"), f"{size_sectors}\n")
+    _write(_at(root, f"{base}/ro"), "1\n" if ro else "0\n")
+    _write(_at(root, f"{base}/dev"), f"{devno}\n")
+    os.makedirs(_at(root, f"{base}/holders"), exist_ok=True)
+    for holder in holders:
+        os.makedirs(_at(root, f"{base}/holders/{holder}"), exist_ok=True)
+    os.makedirs(_at(root, f"{base}/queue"), exist_ok=True)  # a non-partition child directory
+    _link_block(name, devno, base, root)
+    for number, (pname, pdevno, psize) in enumerate(partitions, 1):
+        pbase = f"{base}/{pname}"
+        _write(_at(root, f"{pbase}/size"), f"{psize}\n")
+        _write(_at(root, f"{pbase}/ro"), "1\n" if ro else "0\n")
+        _write(_at(root, f"{pbase}/dev"), f"{pdevno}\n")
+        _write(_at(root, f"{pbase}/partition"), f"{number}\n")
+        os.makedirs(_at(root, f"{pbase}/holders"), exist_ok=True)
+        _link_block(pname, pdevno, pbase, root)
+    return base
+
+
+def add_dm(fs, name: str, devno: str, size_sectors: int, slaves: Sequence[str],
+           root: str = "/") -> str:
+    """A device-mapper device whose slaves/ lists `slaves`; each slave gets a holders/ entry."""
+    base = f"{VIRTUAL}/{name}"
+    _write(_at(root, f"{base}/size"), f"{size_sectors}\n")
+    _write(_at(root, f"{base}/ro"), "0\n")
+    _write(_at(root, f"{base}/dev"), f"{devno}\n")
+    os.makedirs(_at(root, f"{base}/holders"), exist_ok=True)
+    for slave in slaves:
+        slave_dir = os.path.realpath(_at(root, f"/sys/class/block/{slave}"))
+        _symlink(slave_dir, _at(root, f"{base}/slaves/{slave}"))
+        os.makedirs(os.path.join(slave_dir, "holders", name), exist_ok=True)
+    _link_block(name, devno, base, root)
+    return base
+
+
+def _link_block(name: str, devno: str, sysdir: str, root: str) -> None:
+    # Relative links, as the kernel makes them, so they also resolve under a --root tree.
+    class_link = _at(root, f"/sys/class/block/{name}")
+    dev_link = _at(root, f"/sys/dev/block/{devno}")
+    _symlink(os.path.relpath(_at(root, sysdir), os.path.dirname(class_link)), class_link)
+    _symlink(os.path.relpath(_at(root, sysdir), os.path.dirname(dev_link)), dev_link)
+    _write(_at(root, f"/dev/{name}"), "")
+
+
+def set_size(name: str, size_sectors: int, root: str = "/") -> None:
+    _write(_at(root, f"/sys/class/block/{name}/size"), f"{size_sectors}\n")
+
+
+def escape(field: str) -> str:
+    """The kernel's mountinfo escaping (space, tab, newline, backslash as \\NNN)."""
+    return "".join(f"\\{ord(c):03o}" if c in " \t\n\\" else c for c in field)
+
+
+MountSpec = Tuple[str, str, str, str]  # (devno, mountpoint, fstype, source)
+
+
+def mountinfo_line(index: int, devno: str, mountpoint: str, fstype: str, source: str) -> str:
+    # Optional fields ("shared:N master:M") sit between the options and the " - " separator.
+    return (f"{20 + index} 1 {devno} / {escape(mountpoint)} rw,relatime shared:{index} "
+            f"master:1 - {fstype} {escape(source)} rw\n")
+
+
+def write_mountinfo(fs, entries: Sequence[MountSpec], root: str = "/") -> None:
+    text = "".join(mountinfo_line(i, *e) for i, e in enumerate(entries, 1))
+    _write(_at(root, "/proc/self/mountinfo"), text)
+
+
+def write_swaps(fs, paths: Sequence[str], root: str = "/") -> None:
+    text = "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n"
+    text += "".join(f"{escape(p)}\t\t\t\tpartition\t2097148\t\t0\t\t-2\n" for p in paths)
+    _write(_at(root, "/proc/swaps"), text)
+
+
+def system(fs, root: str = "/") -> None:
+    """A plain guest: system disk vda (vda1 holds /), empty fstab, no swap, /srv present."""
+    add_disk(fs, "vda", "253:0", 20971520, partitions=[("vda1", "253:1", 20969472)], root=root)
+    write_mountinfo(fs, [("253:1", "/", "ext4", "/dev/vda1"),
+                         ("0:22", "/proc", "proc", "proc"),
+                         ("0:5", "/run", "tmpfs", "tmpfs")], root=root)
+    write_swaps(fs, [], root=root)
+    _write(_at(root, "/etc/fstab"), "# <file system> <mount point> <type> <options>\n"
+           "/dev/vda1 / ext4 errors=remount-ro 0 1\n")
+    os.makedirs(_at(root, "/srv"), exist_ok=True)
+
+
+def blkid_udev(fstype: str = "ext4", label: Optional[str] = None, uuid: str = "",
+               usage: str = "filesystem", **extra: str) -> str:
+    """`blkid -p -o udev` output; `label` is given already \\x-encoded (ID_FS_LABEL_ENC)."""
+    lines = []
+    if label is not None:
+        lines.append(f"ID_FS_LABEL_ENC={label}")
+    if uuid:
+        lines.append(f"ID_FS_UUID={uuid}")
+    if fstype:
+        lines.append(f"ID_FS_TYPE={fstype}")
+    if usage:
+        lines.append(f"ID_FS_USAGE={usage}")
+    lines += [f"{k}={v}" for k, v in extra.items()]
+    return "".join(line + "\n" for line in lines)
+
+
+Handler = Callable[[List[str]], Result]
+
+
+class FakeHost(Host):
+    """A Host whose commands are recorded and answered by small simulations instead of run.
+
+    - blkid answers from `signatures[kernel name] = (exit code, output)`; absent -> exit 2.
+    - e2fsck exits with `fsck_rc`; mount with `mount_rc` and, on success, appends the device
+      to the fake mountinfo; umount removes the mount (or fails with `umount_rc`).
+    - anything in `handlers[program basename or full path]` overrides; unknown programs -> 127.
+    In dry-run, commands that change the system keep Host's behaviour (a printed plan line).
+    """
+
+    def __init__(self, root: str = "/", dry_run: bool = False, plan=None):
+        super().__init__(root, dry_run=dry_run, plan=plan)
+        self.commands: List[List[str]] = []
+        self.signatures: Dict[str, Tuple[int, str]] = {}
+        self.fsck_rc = 0
+        self.mount_rc = 0
+        self.umount_rc = 0
+        self.handlers: Dict[str, Handler] = {}
+
+    def run(self, argv, timeout, changes=True):
+        if changes and self.dry_run:
+            return super().run(argv, timeout, changes)
+        argv = [str(a) for a in argv]
+        self.commands.append(argv)
+        program = os.path.basename(argv[0])
+        handler = self.handlers.get(argv[0]) or self.handlers.get(program)
+        if handler is None:
+            handler = getattr(self, "_" + program.replace("-", "_"), None)
+        if handler is None:
+            return Result(argv, 127, stderr=f"{argv[0]}: No such file or directory")
+        return handler(argv)
+
+    def programs(self) -> List[str]:
+        return [os.path.basename(a[0]) for a in self.commands]
+
+    # -- simulations -------------------------------------------------------------------------
+    def _blkid(self, argv: List[str]) -> Result:
+        code, out = self.signatures.get(os.path.basename(argv[-1]), (2, ""))
+        return Result(argv, code, out)
+
+    def _e2fsck(self, argv: List[str]) -> Result:
+        return Result(argv, self.fsck_rc, stdout=f"{argv[-1]}: e2fsck exit {self.fsck_rc}")
+
+    def _mount(self, argv: List[str]) -> Result:
+        if self.mount_rc:
+            return Result(argv, self.mount_rc, stderr=f"mount: {argv[-1]}: wrong fs type")
+        fstype = argv[argv.index("-t") + 1]
+        # The kernel records the mountpoint with symlinks resolved.
+        device, mountpoint = self.guest(argv[-2]), self.guest(os.path.realpath(argv[-1]))
+        devno = self.read_attr(f"/sys/class/block/{os.path.basename(device)}/dev")
+        path = self.path("/proc/self/mountinfo")
+        with open(path, encoding="utf-8") as f:
+            lines = f.readlines()
+        lines.append(mountinfo_line(len(lines) + 1, devno, mountpoint, fstype, device))
+        _write(path, "".join(lines))
+        return Result(argv, 0)
+
+    def _umount(self, argv: List[str]) -> Result:
+        if self.umount_rc and "-l" not in argv:
+            return Result(argv, self.umount_rc, stderr=f"umount: {argv[-1]}: target is busy.")
+        mountpoint = escape(self.guest(os.path.realpath(argv[-1])))
+        path = self.path("/proc/self/mountinfo")
+        with open(path, encoding="utf-8") as f:
+            lines = f.readlines()
+        keep = [line for line in lines if line.split(" ")[4] != mountpoint]
+        if len(keep) == len(lines):
+            return Result(argv, 32, stderr=f"umount: {argv[-1]}: not mounted.")
+        _write(path, "".join(keep))
+        return Result(argv, 0)
+
+    def _resize2fs(self, argv: List[str]) -> Result:
+        return Result(argv, 0)
+
+    def _xfs_growfs(self, argv: List[str]) -> Result:
+        return Result(argv, 0)

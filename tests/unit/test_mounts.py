@@ -1,0 +1,95 @@
+"""mounts: the kernel's mount and swap tables and /etc/fstab, with their octal escapes."""
+
+from __future__ import annotations
+
+from gandi_vm import mounts
+from gandi_vm.host import Host
+from gandi_vm.mounts import FstabEntry, Mount
+
+# As the kernel writes it: optional fields (shared:, master:, none at all) before " - ".
+MOUNTINFO = """\
+22 1 253:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw,errors=remount-ro
+23 22 0:22 / /proc rw,nosuid,nodev,noexec,relatime shared:12 - proc proc rw
+24 22 0:5 / /run rw,nosuid,nodev shared:5 master:2 - tmpfs tmpfs rw,size=401316k,mode=755
+31 22 253:32 / /srv/my\\040data rw,nosuid,nodev,noatime - ext4 /dev/vdc rw
+32 22 253:48 / /srv/tab\\011and\\134slash rw shared:40 - xfs /dev/disk/by-label/a\\040b rw
+33 22 253:48 /sub /srv/bind rw shared:41 propagate_from:1 unbindable - xfs /dev/vdd rw
+garbage line without separator
+34 22 253:64 / /srv/data rw - ext4 /dev/vde rw
+35 22 253:80 / /srv/data rw - ext4 /dev/vdf rw
+"""
+
+
+def test_unescape():
+    assert mounts.unescape("/srv/my\\040data") == "/srv/my data"
+    assert mounts.unescape("a\\011b\\012c\\134d") == "a\tb\nc\\d"
+    assert mounts.unescape("plain") == "plain"
+    assert mounts.unescape("\\303\\251t\\303\\251") == "\u00e9t\u00e9"  # UTF-8 bytes, escaped
+
+
+def test_mount_table(fs):
+    fs.create_file("/proc/self/mountinfo", contents=MOUNTINFO)
+    table = mounts.mount_table(Host(root="/"))
+    assert table == [
+        Mount("253:1", "/", "ext4", "/dev/vda1"),
+        Mount("0:22", "/proc", "proc", "proc"),
+        Mount("0:5", "/run", "tmpfs", "tmpfs"),
+        Mount("253:32", "/srv/my data", "ext4", "/dev/vdc"),
+        Mount("253:48", "/srv/tab\tand\\slash", "xfs", "/dev/disk/by-label/a b"),
+        Mount("253:48", "/srv/bind", "xfs", "/dev/vdd"),
+        Mount("253:64", "/srv/data", "ext4", "/dev/vde"),
+        Mount("253:80", "/srv/data", "ext4", "/dev/vdf"),
+    ]
+
+
+def test_of_device_and_mount_at(fs):
+    fs.create_file("/proc/self/mountinfo", contents=MOUNTINFO)
+    host = Host(root="/")
+    table = mounts.mount_table(host)
+    assert [m.mountpoint for m in mounts.of_device(table, "253:48", "vdd")] == [
+        "/srv/tab\tand\\slash", "/srv/bind"]
+    assert mounts.of_device(table, "9:9", "vdz") == []
+    # btrfs shows an anonymous 0:NN device number: the source path identifies the device.
+    assert [m.mountpoint for m in mounts.of_device(table, "9:9", "vdc")] == ["/srv/my data"]
+    # Two mounts stacked on one path: the visible one is the last.
+    assert mounts.mount_at(host, "/srv/data").devno == "253:80"
+    assert mounts.mount_at(host, "/srv/my data").source == "/dev/vdc"
+    assert mounts.mount_at(host, "/srv/nothing") is None
+
+
+def test_active_swaps(fs):
+    fs.create_file("/proc/swaps", contents=(
+        "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n"
+        "/dev/vdc2                               partition\t2097148\t\t0\t\t-2\n"
+        "/swap\\040file                          file\t\t1048572\t\t0\t\t-3\n"
+        "\n"
+    ))
+    assert mounts.active_swaps(Host(root="/")) == ["/dev/vdc2", "/swap file"]
+
+
+def test_active_swaps_without_proc_swaps(fs):
+    assert mounts.active_swaps(Host(root="/")) == []
+
+
+def test_fstab(fs):
+    fs.create_file("/etc/fstab", contents=(
+        "# /etc/fstab: static file system information.\n"
+        "#\n"
+        "# <file system> <mount point>   <type>  <options>       <dump>  <pass>\n"
+        "UUID=0a1b2c3d-0000-4000-8000-00000000beef / ext4 errors=remount-ro 0 1\n"
+        "\n"
+        "   # an indented comment\n"
+        "LABEL=my\\040data\t/mnt/my\\040data\text4\tdefaults\t0\t2\n"
+        "/dev/vdb /data xfs defaults,nofail 0 0\n"
+        "lonelyfield\n"
+        "#/dev/vdc /old ext4 defaults 0 0\n"
+    ))
+    assert mounts.fstab(Host(root="/")) == [
+        FstabEntry(4, "UUID=0a1b2c3d-0000-4000-8000-00000000beef", "/"),
+        FstabEntry(7, "LABEL=my data", "/mnt/my data"),
+        FstabEntry(8, "/dev/vdb", "/data"),
+    ]
+
+
+def test_fstab_missing(fs):
+    assert mounts.fstab(Host(root="/")) == []
