@@ -39,6 +39,7 @@ PACKAGES = {
     "mkfs.ext4": "e2fsprogs", "e2fsck": "e2fsprogs", "debugfs": "e2fsprogs",
     "resize2fs": "e2fsprogs", "mkfs.xfs": "xfsprogs", "xfs_growfs": "xfsprogs",
     "mkfs.btrfs": "btrfs-progs", "mkswap": "util-linux", "sfdisk": "fdisk",
+    "udevadm": "udev", "systemd-analyze": "systemd",
 }
 BASE_TOOLS = ("losetup", "mount", "umount", "findmnt", "blkid", "mkfs.ext4", "e2fsck")
 
