@@ -10,7 +10,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from gandi_vm import blockdev, filesystems, labels, mounts, state
 from gandi_vm.blockdev import BlockDevice, Signature
@@ -80,7 +80,7 @@ def signature_skip(sig: Signature) -> Optional[str]:
 
 
 def fstab_claim(entries: Sequence[mounts.FstabEntry], dev_path: str, sig: Signature,
-                resolve) -> Optional[mounts.FstabEntry]:
+                resolve: Callable[[str], Optional[str]]) -> Optional[mounts.FstabEntry]:
     """The /etc/fstab line that names this device, by UUID, LABEL, PARTUUID, PARTLABEL or path:
     the owner's configuration wins and we do not mount the device a second time."""
     label = sig.label
@@ -124,10 +124,14 @@ def system_disks(host: Host, table: Sequence[mounts.Mount]) -> Dict[str, str]:
 
 
 def _dev_name(host: Host, path: str) -> Optional[str]:
-    """`/dev/vda1` or `/dev/mapper/vg-root` -> the kernel name behind it, if it is a device."""
-    resolved = host.realpath(path) if path.startswith("/dev/") else None
-    name = resolved[len("/dev/"):] if resolved and resolved.startswith("/dev/") else None
-    return name if name and host.exists(f"/sys/class/block/{name}") else None
+    """`/dev/vda1` or `/dev/mapper/vg-root` -> the kernel name behind it; None for a swap file,
+    `/dev/root` without a node, or a source that is no device at all (overlay, tmpfs)."""
+    if not path.startswith("/dev/"):
+        return None
+    try:
+        return blockdev.kernel_name(host, path)
+    except blockdev.NoSuchDevice:
+        return None
 
 
 def eligible(host: Host, settings: Settings) -> List[str]:
@@ -141,13 +145,18 @@ def attach(host: Host, settings: Settings, dev: str) -> Outcome:
     name = blockdev.kernel_name(host, dev)
     with host.lock(f"disk-{name}"):
         outcome, record = _attach(host, settings, name)
+        if record is not None:
+            state.save(host, name, record)
     _report(host, outcome)
-    if record is not None:
-        state.save(host, name, record)
+    if record is not None and record["ours"]:
+        # Outside the lock and after the record, so the hook may call `gandi-vm` itself.
+        run_hook(host, settings.hook_dir, "post-disk-attach",
+                 [f"/dev/{name}", str(record["fstype"]), str(outcome.mountpoint)])
     return outcome
 
 
-def _attach(host: Host, settings: Settings, name: str):
+def _attach(host: Host, settings: Settings, name: str) -> Tuple[Outcome, Optional[state.Record]]:
+    """Decide and act for one device; the record is None when nothing needs rewriting."""
     dev = blockdev.read(host, name)
     record = {"device": name, "devno": dev.devno, "size": dev.size, "fstype": "", "label": "",
               "mountpoint": None, "ours": False}
@@ -194,9 +203,7 @@ def _attach(host: Host, settings: Settings, name: str):
     if mountpoint is None:
         return done(FAILED, why)
     record["ours"] = True
-    outcome = done(MOUNTED, f"{sig.fstype}, label {record['label'] or '(none)'}", mountpoint)
-    run_hook(host, settings.hook_dir, "post-disk-attach", [f"/dev/{name}", sig.fstype, mountpoint])
-    return outcome
+    return done(MOUNTED, f"{sig.fstype}, label {record['label'] or '(none)'}", mountpoint)
 
 
 def _display(label: Optional[bytes]) -> str:
@@ -204,7 +211,8 @@ def _display(label: Optional[bytes]) -> str:
     return "" if label is None else repr(label.decode("utf-8", "backslashreplace"))
 
 
-def _mount(host: Host, settings: Settings, name: str, fstype: str, component: str):
+def _mount(host: Host, settings: Settings, name: str, fstype: str,
+           component: str) -> Tuple[Optional[str], Optional[str]]:
     """Create the mountpoint and mount; returns (mountpoint, None) or (None, why it failed)."""
     root = settings.disk_root
     _makedirs(host, root)

@@ -391,8 +391,8 @@ def test_dry_run_changes_nothing_and_prints_the_plan(fs):
         "would mkdir -m 0755 /srv (owner root:root)",
         "would mkdir -m 0755 /srv/data (owner root:root)",
         f"would run mount -t ext4 -o {MOUNT_OPTIONS} /dev/vdb /srv/data",
+        f"would write {STATE}",  # the record first: the hook may read it
         f"would run {HOOK} /dev/vdb ext4 /srv/data",
-        f"would write {STATE}",
     ]
 
 
