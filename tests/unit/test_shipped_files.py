@@ -54,3 +54,12 @@ def test_disk_unit_is_bound_to_its_device_and_follows_its_reloads():
     unit = _unit(REPO / "systemd" / "gandi-disk@.service")["Unit"]
     assert unit["BindsTo"] == "dev-%i.device"
     assert unit["ReloadPropagatedFrom"] == "dev-%i.device"
+
+
+def test_debian_changelog_names_the_version_the_source_defines():
+    import gandi_vm
+
+    first = (REPO / "debian" / "changelog").read_text().splitlines()[0]
+    match = re.fullmatch(r"gandi-vm \(([^)]+)\) \S+; urgency=\S+", first)
+    assert match, first
+    assert match.group(1) == gandi_vm.__version__, "add a debian/changelog entry (dch -v VERSION)"

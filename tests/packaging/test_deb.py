@@ -1,0 +1,128 @@
+"""The .deb: lintian-clean, and installable, upgradable and purgeable in a Debian 12 root with apt
+resolving its dependencies from the distro, as when a guest image is built."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Iterator, List
+
+import pytest
+
+from conftest import REPO
+from debian_root import Chroot, debian_root
+
+import gandi_vm
+
+
+def test_lintian_reports_no_errors(built_deb: Path):
+    if shutil.which("lintian") is None:
+        pytest.skip("lintian not installed (Debian package lintian)")
+    done = subprocess.run(["lintian", "--fail-on", "error", str(built_deb)], capture_output=True,
+                          text=True, timeout=600, check=False)
+    errors = [line for line in done.stdout.splitlines() if line.startswith("E:")]
+    assert (done.returncode, errors) == (0, [])
+
+
+def deb_files(deb: Path) -> List[str]:
+    """Regular files and links shipped by the package, as absolute paths."""
+    listing = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], capture_output=True,
+                             check=True).stdout
+    names = subprocess.run(["tar", "-t", "-v"], input=listing, capture_output=True,
+                           check=True).stdout.decode().splitlines()
+    return [line.split()[-1].lstrip(".") for line in names if not line.startswith("d")]
+
+
+@pytest.fixture(scope="module")
+def root(built_deb: Path) -> Iterator[Chroot]:
+    if os.geteuid() != 0:
+        pytest.skip("not root: installing into a debootstrapped root needs chroot")
+    for tool in ("debootstrap", "chroot"):
+        if shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin") is None:
+            pytest.skip(f"{tool} not installed (Debian package debootstrap / coreutils)")
+    with debian_root() as chroot:
+        shutil.copy(built_deb, chroot.path("/tmp/gandi-vm.deb"))
+        chroot.check("apt-get", "update", "-q")
+        chroot.check("apt-get", "install", "-y", "-q", "--no-install-recommends", "/tmp/gandi-vm.deb")
+        yield chroot
+
+
+def test_runs_with_the_distro_python_and_libraries(root: Chroot):
+    assert root.check("gandi-vm", "--version").strip() == f"gandi-vm {gandi_vm.__version__}"
+    assert root.path("/usr/bin/gandi-vm").read_text().splitlines()[0] == "#!/usr/bin/python3"
+    where = root.check("python3", "-c", "import gandi_vm, pyudev, psutil, yaml\n"
+                       "for m in (gandi_vm, pyudev, psutil, yaml): print(m.__file__)")
+    assert all(path.startswith("/usr/lib/python3/dist-packages/") for path in where.split()), where
+
+
+def test_dry_run_mount_all_plans_without_changing_anything(root: Chroot):
+    assert root.run("gandi-vm", "--dry-run", "mount-all").returncode == 0
+    shutil.copy(REPO / "scripts" / "sample-root", root.path("/tmp/sample-root"))
+    root.check("bash", "/tmp/sample-root", "/sample", "/etc/default/gandi")
+
+    done = root.run("gandi-vm", "--root", "/sample", "--dry-run", "mount-all")
+
+    assert done.returncode == 0, done.stderr
+    assert "would run mount -t ext4 -o rw,nosuid,nodev,noatime /sample/dev/vdb /sample/srv/data" \
+        in done.stdout.splitlines()
+    assert "disk vda: skipped: on the system disk vda (holds /)" in done.stderr
+    assert not root.path("/sample/srv").exists() and not root.path("/sample/run").exists()
+
+
+def test_boot_service_enabled_and_units_verify(root: Chroot):
+    enabled = subprocess.run(["systemctl", f"--root={root.top}", "is-enabled", "gandi-mount.service"],
+                             capture_output=True, text=True, check=False)
+    assert enabled.stdout.strip() == "enabled"
+    done = root.run("systemd-analyze", "verify", "--man=no", "gandi-mount.service",
+                    "gandi-disk@vdb.service")
+    assert (done.returncode, done.stdout + done.stderr) == (0, "")
+    shipped = root.path("/lib/udev/rules.d/86-gandi.rules").read_bytes()
+    assert shipped == (REPO / "udev" / "86-gandi.rules").read_bytes()
+
+
+def upgrade_package(built_deb: Path, workdir: Path, version: str) -> Path:
+    """The same package under a higher version: what an upgrade looks like to dpkg."""
+    tree = workdir / "tree"
+    subprocess.run(["dpkg-deb", "-R", str(built_deb), str(tree)], check=True)
+    control = tree / "DEBIAN" / "control"
+    control.write_text("".join(
+        f"Version: {version}\n" if line.startswith("Version:") else line
+        for line in control.read_text().splitlines(keepends=True)))
+    target = workdir / "gandi-vm-upgrade.deb"
+    subprocess.run(["dpkg-deb", "--root-owner-group", "-b", str(tree), str(target)],
+                   check=True, capture_output=True)
+    return target
+
+
+def test_edits_survive_reinstall_and_upgrade_and_purge_leaves_nothing(
+        root: Chroot, built_deb: Path, tmp_path: Path):
+    conffile = root.path("/etc/default/gandi")
+    edited = conffile.read_text() + "CONFIG_DISK_ROOT=/data\n"
+    conffile.write_text(edited)
+
+    root.check("apt-get", "install", "-y", "-q", "--reinstall", "/tmp/gandi-vm.deb")
+    assert conffile.read_text() == edited
+
+    upgraded = f"{gandi_vm.__version__}+upgrade1"
+    shutil.copy(upgrade_package(built_deb, tmp_path, upgraded), root.path("/tmp/upgrade.deb"))
+    root.check("apt-get", "install", "-y", "-q", "/tmp/upgrade.deb")
+    assert root.check("dpkg-query", "-W", "-f=${Version}", "gandi-vm") == upgraded
+    assert conffile.read_text() == edited
+
+    root.check("apt-get", "remove", "-y", "-q", "gandi-vm")
+    assert conffile.read_text() == edited  # remove keeps the owner's configuration
+    assert not root.path("/lib/systemd/system/gandi-mount.service").exists()
+
+    root.check("apt-get", "purge", "-y", "-q", "gandi-vm")
+    ours = deb_files(built_deb) + [
+        "/etc/gandi",
+        "/etc/systemd/system/multi-user.target.wants/gandi-mount.service",
+        "/var/lib/systemd/deb-systemd-helper-enabled/gandi-mount.service.dsh-also",
+        "/usr/lib/python3/dist-packages/gandi_vm",
+        "/run/gandi",
+    ]
+    left = [path for path in ours if os.path.lexists(root.path(path))]
+    assert left == []
+    assert root.run("dpkg-query", "-W", "gandi-vm").returncode != 0
