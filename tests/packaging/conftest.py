@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
+from typing import List
 
 import pytest
 
@@ -33,3 +34,26 @@ def built_deb() -> Path:
     if shutil.which("dpkg-buildpackage") is None:
         pytest.skip("dpkg-buildpackage not installed (Debian package dpkg-dev)")
     return build("build-deb")
+
+
+@pytest.fixture(scope="session")
+def built_rpm() -> Path:
+    if shutil.which("rpmbuild") is None:
+        pytest.skip("rpmbuild not installed (Debian package rpm; Fedora/RHEL package rpm-build)")
+    return build("build-rpm")
+
+
+def deb_files(deb: Path) -> List[str]:
+    """Files and links (not directories) a .deb ships, as absolute paths."""
+    payload = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], capture_output=True,
+                             check=True).stdout
+    listing = subprocess.run(["tar", "-t", "-v"], input=payload, capture_output=True,
+                             check=True).stdout.decode().splitlines()
+    return [line.split()[5].lstrip(".") for line in listing if not line.startswith("d")]
+
+
+def rpm_files(rpm: Path) -> List[str]:
+    """Files and links (not directories) an .rpm ships."""
+    listing = subprocess.run(["rpm", "-qp", "--qf", "[%{FILEMODES:perms} %{FILENAMES}\\n]", str(rpm)],
+                             capture_output=True, text=True, check=True).stdout.splitlines()
+    return [line.split(" ", 1)[1] for line in listing if not line.startswith("d")]

@@ -7,11 +7,11 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Iterator, List
+from typing import Iterator
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, deb_files
 from debian_root import Chroot, debian_root
 
 import gandi_vm
@@ -24,15 +24,6 @@ def test_lintian_reports_no_errors(built_deb: Path):
                           text=True, timeout=600, check=False)
     errors = [line for line in done.stdout.splitlines() if line.startswith("E:")]
     assert (done.returncode, errors) == (0, [])
-
-
-def deb_files(deb: Path) -> List[str]:
-    """Regular files and links shipped by the package, as absolute paths."""
-    listing = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], capture_output=True,
-                             check=True).stdout
-    names = subprocess.run(["tar", "-t", "-v"], input=listing, capture_output=True,
-                           check=True).stdout.decode().splitlines()
-    return [line.split()[-1].lstrip(".") for line in names if not line.startswith("d")]
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,65 @@
+"""The deb, the rpm and the source tree ship the same files.
+
+Paths differ by distro (/lib vs /usr/lib, /etc/default vs /etc/sysconfig, dist-packages vs a
+private directory), so each shipped path is reduced to its role; a path no rule knows fails the
+test, so that a new kind of file is classified here on purpose.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Iterable, Optional, Set
+
+from conftest import REPO, deb_files, rpm_files
+
+# (pattern, role template). Distro-specific bookkeeping maps to None: Debian's changelog.gz,
+# copyright and lintian overrides, the rpm's %license copy, the wheel's dist-info.
+ROLES = [
+    (r"/usr/lib/python3/dist-packages/gandi_vm/(\w+\.py)", "module {}"),
+    (r"/usr/share/gandi-vm/gandi_vm/(\w+\.py)", "module {}"),
+    (r"/usr/lib/python3/dist-packages/gandi_vm-[^/]+\.dist-info/.*", None),
+    (r"/usr/bin/(gandi-vm)", "command {}"),
+    (r"(?:/usr)?/lib/systemd/system/([^/]+\.service)", "unit {}"),
+    (r"(?:/usr)?/lib/systemd/system-preset/([^/]+\.preset)", "preset {}"),
+    (r"(?:/usr)?/lib/udev/rules\.d/([^/]+\.rules)", "udev rule {}"),
+    (r"/etc/(?:default|sysconfig)/(gandi)", "config {}"),
+    (r"/etc/gandi/hooks/([^/]+)", "hook {}"),
+    (r"/usr/share/man/man8/([^/]+\.8)(?:\.gz)?", "man page {}"),
+    (r"/usr/share/doc/gandi-vm/(README\.md)(?:\.gz)?", "doc {}"),
+    (r"/usr/share/doc/gandi-vm/(?:changelog\.gz|copyright)", None),
+    (r"/usr/share/licenses/gandi-vm/LICENSE", None),
+    (r"/usr/share/lintian/overrides/gandi-vm", None),
+]
+
+
+def role(path: str) -> Optional[str]:
+    for pattern, template in ROLES:
+        match = re.fullmatch(pattern, path)
+        if match:
+            return template.format(*match.groups()) if template else None
+    return f"UNCLASSIFIED {path}"
+
+
+def roles(paths: Iterable[str]) -> Set[str]:
+    return {r for r in map(role, paths) if r is not None}
+
+
+def tree_roles() -> Set[str]:
+    """What the source tree says must ship."""
+    def names(pattern: str) -> Set[str]:
+        return {p.name for p in REPO.glob(pattern)}
+
+    return ({f"module {n}" for n in names("gandi_vm/*.py")}
+            | {"command gandi-vm", "config gandi", "doc README.md"}
+            | {f"unit {n}" for n in names("systemd/*.service")}
+            | {f"preset {n}" for n in names("packaging/*.preset")}
+            | {f"udev rule {n}" for n in names("udev/*.rules")}
+            | {f"hook {n}" for n in names("etc/gandi/hooks/*")}
+            | {f"man page {n}" for n in names("doc/*.8")})
+
+
+def test_deb_rpm_and_tree_ship_the_same_files(built_deb: Path, built_rpm: Path):
+    expected = tree_roles()
+    assert roles(deb_files(built_deb)) == expected
+    assert roles(rpm_files(built_rpm)) == expected
