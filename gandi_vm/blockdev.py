@@ -122,10 +122,6 @@ class BlockDevice:
     partitions: Tuple[str, ...]
     holders: Tuple[str, ...]
 
-    @property
-    def is_partition(self) -> bool:
-        return self.partition_number is not None
-
 
 def read(host: Host, name: str) -> BlockDevice:
     base = f"/sys/class/block/{name}"
@@ -139,7 +135,7 @@ def read(host: Host, name: str) -> BlockDevice:
         devno=host.read_attr(f"{base}/dev") or "",
         size=int(sectors) * 512 if sectors.isdigit() else 0,
         read_only=host.read_attr(f"{base}/ro") == "1",
-        disk=whole_disk(host, name) if number is not None else name,
+        disk=_parent(host, name) if number is not None else name,
         partition_number=int(number) if number and number.isdigit() else None,
         partitions=partitions,
         holders=tuple(host.listdir(f"{base}/holders")),
@@ -150,8 +146,12 @@ def whole_disk(host: Host, name: str) -> str:
     """The disk a partition belongs to (its sysfs directory sits inside the disk's: .../vdc/vdc1)."""
     if not host.exists(f"/sys/class/block/{name}/partition"):
         return name
-    resolved = host.realpath(f"/sys/class/block/{name}")
-    return resolved.rsplit("/", 2)[-2] if resolved else name
+    return _parent(host, name)
+
+
+def _parent(host: Host, partition: str) -> str:
+    resolved = host.realpath(f"/sys/class/block/{partition}")
+    return resolved.rsplit("/", 2)[-2] if resolved else partition
 
 
 def name_of_devno(host: Host, devno: str) -> Optional[str]:

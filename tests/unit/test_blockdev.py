@@ -79,7 +79,6 @@ def test_read_a_partitioned_disk(sysfs):
     assert disk.read_only is False
     assert disk.disk == "vdc"
     assert disk.partition_number is None
-    assert not disk.is_partition
     assert disk.partitions == ("vdc1", "vdc2")  # not "queue", "holders": no partition file
     assert disk.holders == ()
 
@@ -88,7 +87,6 @@ def test_read_a_partitioned_disk(sysfs):
     assert part.size == 4190208 * 512
     assert part.disk == "vdc"
     assert part.partition_number == 2
-    assert part.is_partition
     assert part.partitions == ()
     assert part.holders == ("dm-3",)
 
