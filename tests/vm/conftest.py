@@ -1,0 +1,81 @@
+"""End-to-end scenarios in a real Debian 12 guest under QEMU, driven through QMP and the guest agent.
+
+The guest runs the project's .deb as a customer's VM would: real kernel uevents, real udevd and
+systemd, our rule, units and handlers. A failed scenario prints the guest's journal for our units
+and the tail of its serial console.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "vm"))
+
+from qemu_guest import QEMU, Guest  # noqa: E402
+
+
+def pytest_collection_modifyitems(config, items):
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.vm)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    guest = getattr(item, "funcargs", {}).get("guest")
+    if report.failed and isinstance(guest, Guest):
+        report.sections.append(("guest journal (gandi-*)", guest.journal()))
+        report.sections.append(("guest serial console (tail)", guest.console_tail()))
+
+
+@pytest.fixture(scope="session")
+def image() -> Path:
+    if os.geteuid() != 0:
+        pytest.skip("not root: building the guest image needs debootstrap and chroot")
+    for tool, package in ((QEMU, "qemu-system-x86"), ("debootstrap", "debootstrap"),
+                          ("mkfs.xfs", "xfsprogs")):
+        if shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin") is None:
+            pytest.skip(f"{tool} not installed (Debian package {package})")
+    done = subprocess.run([str(REPO / "vm" / "build-image")], capture_output=True, text=True,
+                          timeout=1800, check=False)
+    assert done.returncode == 0, f"vm/build-image failed:\n{done.stderr}"
+    return Path(done.stdout.strip().splitlines()[-1])
+
+
+def make_disk(path: Path, fstype: str, label: str = "", size_mb: int = 64) -> Path:
+    """A raw disk image made on the host, as a customer would bring one."""
+    with open(path, "wb") as f:
+        f.truncate(size_mb * 1024 * 1024)
+    if fstype == "swap":
+        argv = ["mkswap", "-q"] + (["-L", label] if label else []) + [str(path)]
+    elif fstype == "xfs":
+        argv = ["mkfs.xfs", "-q", "-f"] + (["-L", label] if label else []) + [str(path)]
+    elif fstype == "ext4":
+        argv = ["mkfs.ext4", "-q", "-F"] + (["-L", label] if label else []) + [str(path)]
+    else:
+        raise ValueError(fstype)
+    subprocess.run(argv, check=True, capture_output=True,
+                   env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+    return path
+
+
+@pytest.fixture(scope="module")
+def guest(image: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guest]:
+    """One booted guest per test module (booting under TCG takes about 30 s)."""
+    vm = Guest(image)
+    try:
+        vm.start()
+        yield vm
+    finally:
+        vm.stop()

@@ -1,0 +1,308 @@
+"""Boot the end-to-end test guest under QEMU and drive it.
+
+QMP (a unix socket) drives the machine: hot-plugging and removing disks, growing them. The guest
+agent (qemu-ga over virtio-serial) runs commands inside and returns their output, so the host reads
+real outcomes: the mount table, sysfs, systemd's view of our units. Used by tests/vm, the demo and
+bench/hotplug_latency.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+QEMU = "qemu-system-x86_64"
+CMDLINE = "root=/dev/vda rw console=ttyS0 panic=-1 systemd.show_status=0 mitigations=off"
+
+
+class GuestError(RuntimeError):
+    pass
+
+
+@dataclass
+class Run:
+    argv: Sequence[str]
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def __str__(self) -> str:
+        return f"{' '.join(self.argv)}: exit {self.returncode}\n{self.stdout}{self.stderr}"
+
+
+class _JsonSocket:
+    """Newline-delimited JSON over a unix socket (both QMP and qemu-ga speak it)."""
+
+    def __init__(self, path: Path, timeout: float):
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self.sock.connect(str(path))
+                break
+            except OSError:
+                self.sock.close()
+                if time.monotonic() > deadline:
+                    raise GuestError(f"cannot connect to {path}") from None
+                time.sleep(0.1)
+        # Our own buffer: a timeout in a makefile() reader leaves it unusable for good.
+        self.buffer = b""
+
+    def send(self, message: Dict[str, Any]) -> None:
+        self.sock.sendall(json.dumps(message).encode() + b"\n")
+
+    def receive(self, timeout: float) -> Dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            line, newline, rest = self.buffer.partition(b"\n")
+            if newline:
+                self.buffer = rest
+                line = line.replace(b"\xff", b"").strip()  # qemu-ga's sync delimiter
+                if line:
+                    return json.loads(line)
+                continue
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise socket.timeout(f"no reply within {timeout}s")
+            self.sock.settimeout(left)
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise GuestError("connection closed")
+            self.buffer += chunk
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class QMP:
+    def __init__(self, path: Path):
+        self.channel = _JsonSocket(path, timeout=30)
+        self.events: List[Dict[str, Any]] = []
+        self.channel.receive(timeout=30)  # greeting
+        self.execute("qmp_capabilities")
+
+    def execute(self, command: str, **arguments: Any) -> Any:
+        message: Dict[str, Any] = {"execute": command}
+        if arguments:
+            message["arguments"] = arguments
+        self.channel.send(message)
+        while True:
+            reply = self.channel.receive(timeout=60)
+            if "event" in reply:
+                self.events.append(reply)
+            elif "error" in reply:
+                raise GuestError(f"QMP {command}: {reply['error'].get('desc')}")
+            elif "return" in reply:
+                return reply["return"]
+
+    def wait_event(self, name: str, timeout: float, **data: Any) -> Dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            for event in self.events:
+                if event["event"] == name and all(event.get("data", {}).get(k) == v
+                                                  for k, v in data.items()):
+                    self.events.remove(event)
+                    return event
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise GuestError(f"no QMP event {name} {data} within {timeout}s")
+            try:
+                reply = self.channel.receive(timeout=left)
+            except socket.timeout:
+                continue
+            if "event" in reply:
+                self.events.append(reply)
+
+
+class Agent:
+    """qemu-guest-agent: guest-exec with captured output."""
+
+    def __init__(self, path: Path):
+        self.channel = _JsonSocket(path, timeout=30)
+        self._id = 0
+
+    def sync(self, timeout: float) -> None:
+        """Resynchronize after a (re)connect: stale replies are skipped up to our id."""
+        self._id += 1
+        self.channel.sock.sendall(b"\xff")
+        self.channel.send({"execute": "guest-sync-delimited", "arguments": {"id": self._id}})
+        while self.channel.receive(timeout=timeout).get("return") != self._id:
+            pass
+
+    def call(self, command: str, timeout: float = 30, **arguments: Any) -> Any:
+        message: Dict[str, Any] = {"execute": command}
+        if arguments:
+            message["arguments"] = arguments
+        self.channel.send(message)
+        reply = self.channel.receive(timeout=timeout)
+        if "error" in reply:
+            raise GuestError(f"guest agent {command}: {reply['error'].get('desc')}")
+        return reply.get("return")
+
+    def exec(self, argv: Sequence[str], timeout: float) -> Run:
+        pid = self.call("guest-exec", path=argv[0], arg=list(argv[1:]), **{"capture-output": True})["pid"]
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.call("guest-exec-status", pid=pid)
+            if status.get("exited"):
+                decode = lambda key: base64.b64decode(status.get(key, "")).decode(errors="replace")  # noqa: E731
+                return Run(argv, status.get("exitcode", -1), decode("out-data"), decode("err-data"))
+            if time.monotonic() > deadline:
+                raise GuestError(f"{' '.join(argv)}: still running after {timeout}s")
+            time.sleep(0.02)
+
+
+def kvm_usable(kernel: Path) -> bool:
+    """Whether KVM really runs a guest here: boot the kernel with no root and expect its panic.
+
+    On some hosts /dev/kvm exists but QEMU aborts (an MSR assertion with -cpu host) or the guest
+    hangs; only a real boot tells. GANDI_VM_ACCEL=tcg|kvm skips the probe."""
+    forced = os.environ.get("GANDI_VM_ACCEL")
+    if forced:
+        return forced == "kvm"
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return False
+    try:
+        done = subprocess.run(
+            [QEMU, "-accel", "kvm", "-cpu", "host", "-m", "256M", "-display", "none",
+             "-serial", "stdio", "-no-reboot", "-kernel", str(kernel),
+             "-append", "console=ttyS0 panic=-1 root=/dev/nonexistent"],
+            capture_output=True, timeout=30, check=False)
+    except subprocess.TimeoutExpired:
+        return False
+    return b"Kernel panic" in done.stdout
+
+
+class Guest:
+    """One throwaway VM: root disk in snapshot mode, room to hot-plug disks, vCPUs and memory."""
+
+    def __init__(self, image: Path, boot_disks: Sequence[Path] = ()):
+        self.image = image
+        self.boot_disks = list(boot_disks)
+        self.workdir = Path(tempfile.mkdtemp(prefix="gandi-vm-"))
+        self.console = self.workdir / "console.log"
+        self.process: Optional[subprocess.Popen] = None
+        self.accel = "kvm" if kvm_usable(image / "vmlinuz") else "tcg"
+        self._disks: Dict[str, str] = {}  # device id -> node name
+
+    def command(self) -> List[str]:
+        argv = [QEMU, "-machine", "pc", "-accel", self.accel, "-cpu",
+                "host" if self.accel == "kvm" else "qemu64",
+                "-smp", "1,maxcpus=4", "-m", "512M,slots=4,maxmem=2G",
+                "-display", "none", "-monitor", "none", "-no-reboot",
+                "-serial", f"file:{self.console}",
+                "-qmp", f"unix:{self.workdir / 'qmp.sock'},server=on,wait=off",
+                "-chardev", f"socket,path={self.workdir / 'qga.sock'},server=on,wait=off,id=qga0",
+                "-device", "virtio-serial", "-device",
+                "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0",
+                "-kernel", str(self.image / "vmlinuz"), "-initrd", str(self.image / "initrd.img"),
+                "-append", CMDLINE,
+                "-drive", f"file={self.image / 'rootfs.raw'},format=raw,if=none,id=root,snapshot=on",
+                "-device", "virtio-blk-pci,drive=root",
+                "-netdev", "user,id=net0", "-device", "virtio-net-pci,netdev=net0"]
+        for index, disk in enumerate(self.boot_disks):
+            argv += ["-drive", f"file={disk},format=raw,if=none,id=boot{index}",
+                     "-device", f"virtio-blk-pci,drive=boot{index},serial=boot{index}"]
+        return argv
+
+    def start(self, timeout: float = 300) -> float:
+        """Boot; returns the seconds until the guest agent answered."""
+        started = time.monotonic()
+        self.process = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.qmp = QMP(self.workdir / "qmp.sock")
+        self.agent = Agent(self.workdir / "qga.sock")
+        deadline = started + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise GuestError(f"QEMU exited {self.process.returncode}: "
+                                 f"{self.process.stdout.read().decode(errors='replace')}")
+            try:
+                self.agent.sync(timeout=2)
+                break
+            except (GuestError, socket.timeout, OSError):
+                if time.monotonic() > deadline:
+                    raise GuestError(f"guest agent silent after {timeout}s\n{self.console_tail()}") from None
+        # Boot-time units (gandi-mount among them) finish before any scenario starts.
+        self.state = self.run("systemctl is-system-running --wait", timeout=timeout).stdout.strip()
+        return time.monotonic() - started
+
+    def run(self, script: str, timeout: float = 120) -> Run:
+        """Run a shell snippet of the test's own (never data from a device) inside the guest."""
+        return self.agent.exec(["/bin/sh", "-c", script], timeout=timeout)
+
+    def check(self, script: str, timeout: float = 120) -> str:
+        done = self.run(script, timeout)
+        if done.returncode != 0:
+            raise GuestError(str(done))
+        return done.stdout
+
+    def wait_until(self, script: str, timeout: float, interval: float = 0.05) -> float:
+        """Poll until the snippet succeeds; returns the seconds it took."""
+        started = time.monotonic()
+        while True:
+            if self.run(script, timeout=30).returncode == 0:
+                return time.monotonic() - started
+            if time.monotonic() - started > timeout:
+                raise GuestError(f"still false after {timeout}s: {script}")
+            time.sleep(interval)
+
+    # -- hotplug -----------------------------------------------------------------------------
+    def add_disk(self, image: Path, device_id: str) -> None:
+        """Hot-plug a raw image as a virtio disk whose serial is its id (/dev/disk/by-id/virtio-ID)."""
+        node = f"node-{device_id}"
+        self.qmp.execute("blockdev-add", driver="raw", **{"node-name": node},
+                         file={"driver": "file", "filename": str(image)})
+        self.qmp.execute("device_add", driver="virtio-blk-pci", drive=node, id=device_id,
+                         serial=device_id)
+        self._disks[device_id] = node
+
+    def remove_disk(self, device_id: str, timeout: float = 60) -> None:
+        self.qmp.execute("device_del", id=device_id)
+        self.qmp.wait_event("DEVICE_DELETED", timeout, device=device_id)
+        self.qmp.execute("blockdev-del", **{"node-name": self._disks.pop(device_id)})
+
+    def resize_disk(self, device_id: str, size: int) -> None:
+        self.qmp.execute("block_resize", **{"node-name": self._disks[device_id]}, size=size)
+
+    def kernel_name(self, device_id: str, timeout: float = 30) -> str:
+        """The guest's name for a disk we plugged (vdb, vdc...), once udev has linked it."""
+        link = f"/dev/disk/by-id/virtio-{device_id}"
+        self.wait_until(f"test -e {link}", timeout)
+        return self.check(f"basename $(readlink -f {link})").strip()
+
+    # -- diagnostics -------------------------------------------------------------------------
+    def console_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.console.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no console output)"
+
+    def journal(self, lines: int = 80) -> str:
+        try:
+            return self.run(f"journalctl -b --no-pager -n {lines} -u 'gandi-*'",
+                            timeout=30).stdout
+        except GuestError as e:
+            return f"(journal unavailable: {e})"
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            try:
+                self.qmp.execute("quit")
+            except (GuestError, OSError):
+                pass
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        shutil.rmtree(self.workdir, ignore_errors=True)
