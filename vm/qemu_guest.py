@@ -154,8 +154,9 @@ class Agent:
         while True:
             status = self.call("guest-exec-status", pid=pid)
             if status.get("exited"):
-                decode = lambda key: base64.b64decode(status.get(key, "")).decode(errors="replace")  # noqa: E731
-                return Run(argv, status.get("exitcode", -1), decode("out-data"), decode("err-data"))
+                out, err = (base64.b64decode(status.get(key, "")).decode(errors="replace")
+                            for key in ("out-data", "err-data"))
+                return Run(argv, status.get("exitcode", -1), out, err)
             if time.monotonic() > deadline:
                 raise GuestError(f"{' '.join(argv)}: still running after {timeout}s")
             time.sleep(0.02)
@@ -232,6 +233,7 @@ class Guest:
             except (GuestError, socket.timeout, OSError):
                 if time.monotonic() > deadline:
                     raise GuestError(f"guest agent silent after {timeout}s\n{self.console_tail()}") from None
+        self.agent_seconds = time.monotonic() - started  # until the agent answered
         # Boot-time units (gandi-mount among them) finish before any scenario starts.
         self.state = self.run("systemctl is-system-running --wait", timeout=timeout).stdout.strip()
         return time.monotonic() - started
@@ -274,6 +276,55 @@ class Guest:
     def resize_disk(self, device_id: str, size: int) -> None:
         self.qmp.execute("block_resize", **{"node-name": self._disks[device_id]}, size=size)
 
+    def add_nic(self, device_id: str, mac: str, net: str = "10.0.3.0/24") -> None:
+        """Hot-plug a virtio NIC on a user-mode network of its own (own DHCP server on net)."""
+        self.qmp.execute("netdev_add", type="user", id=f"netdev-{device_id}", net=net)
+        self.qmp.execute("device_add", driver="virtio-net-pci", netdev=f"netdev-{device_id}",
+                         id=device_id, mac=mac)
+
+    def remove_nic(self, device_id: str, timeout: float = 60) -> None:
+        self.qmp.execute("device_del", id=device_id)
+        self.qmp.wait_event("DEVICE_DELETED", timeout, device=device_id)
+        self.qmp.execute("netdev_del", id=f"netdev-{device_id}")
+
+    def nic_name(self, mac: str, timeout: float = 30) -> str:
+        """The guest's name for the interface with this MAC (ens5...), once it exists."""
+        find = ("for i in /sys/class/net/*; do "
+                f'[ "$(cat $i/address)" = "{mac.lower()}" ] && echo ${{i##*/}} && exit 0; done; exit 1')
+        self.wait_until(find, timeout)
+        return self.check(find).strip()
+
+    def add_cpu(self, device_id: str) -> Dict[str, Any]:
+        """Hot-plug a vCPU into the first free slot; returns the slot's props (socket-id...)."""
+        free = [slot for slot in self.qmp.execute("query-hotpluggable-cpus")
+                if "qom-path" not in slot]
+        if not free:
+            raise GuestError("no free vCPU slot (maxcpus reached)")
+        slot = free[-1]  # the list runs from the highest id down; take the lowest free one
+        self.qmp.execute("device_add", driver=slot["type"], id=device_id, **slot["props"])
+        return slot["props"]
+
+    def add_memory(self, device_id: str, size: int) -> None:
+        """Hot-plug a pc-dimm of size bytes backed by a memory-backend-ram mem-ID."""
+        self.qmp.execute("object-add", **{"qom-type": "memory-backend-ram"},
+                         id=f"mem-{device_id}", size=size)
+        self.qmp.execute("device_add", driver="pc-dimm", id=device_id, memdev=f"mem-{device_id}")
+
+    def cpus(self) -> Dict[int, bool]:
+        """The guest's logical CPUs (sysfs cpuN) and whether each is online."""
+        out = self.check("cd /sys/devices/system/cpu && for c in cpu[0-9]*; do "
+                         "echo ${c#cpu} $(cat $c/online 2>/dev/null || echo 1); done")
+        return {int(n): state == "1" for n, state in (line.split() for line in out.splitlines())}
+
+    def memory_blocks(self) -> Dict[int, str]:
+        """The guest's memory blocks (sysfs memoryN) and their state (online, offline...)."""
+        out = self.check("cd /sys/devices/system/memory && grep -H . memory[0-9]*/state")
+        blocks = {}
+        for line in out.splitlines():
+            path, _, state = line.partition(":")
+            blocks[int(path.split("/")[0][len("memory"):])] = state.strip()
+        return blocks
+
     def kernel_name(self, device_id: str, timeout: float = 30) -> str:
         """The guest's name for a disk we plugged (vdb, vdc...), once udev has linked it."""
         link = f"/dev/disk/by-id/virtio-{device_id}"
@@ -293,6 +344,22 @@ class Guest:
                             timeout=30).stdout
         except GuestError as e:
             return f"(journal unavailable: {e})"
+
+    def shutdown(self, timeout: float = 120) -> float:
+        """Power off from inside and wait for QEMU to exit (-no-reboot); returns the seconds.
+
+        Not qemu-ga's guest-shutdown: it runs `shutdown +0`, which needs D-Bus and logind, absent
+        from this minimal guest. stop() is still needed afterwards to remove the working directory."""
+        started = time.monotonic()
+        try:
+            self.run("systemctl --no-block poweroff", timeout=30)
+        except (GuestError, OSError):
+            pass  # the agent may be stopped before it reports the exit status
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise GuestError(f"guest still running {timeout}s after guest-shutdown") from None
+        return time.monotonic() - started
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
