@@ -115,6 +115,7 @@ class BlockDevice:
 
     name: str
     devno: str
+    diskseq: str  # unique for each disk the kernel sees (Linux >= 5.15), "" before
     size: int  # bytes
     read_only: bool
     disk: str  # the whole disk: itself, or a partition's parent
@@ -133,6 +134,7 @@ def read(host: Host, name: str) -> BlockDevice:
     return BlockDevice(
         name=name,
         devno=host.read_attr(f"{base}/dev") or "",
+        diskseq=host.read_attr(f"{base}/diskseq") or "",
         size=int(sectors) * 512 if sectors.isdigit() else 0,
         read_only=host.read_attr(f"{base}/ro") == "1",
         disk=_parent(host, name) if number is not None else name,

@@ -158,7 +158,8 @@ def attach(host: Host, settings: Settings, dev: str) -> Outcome:
 def _attach(host: Host, settings: Settings, name: str) -> Tuple[Outcome, Optional[state.Record]]:
     """Decide and act for one device; the record is None when nothing needs rewriting."""
     dev = blockdev.read(host, name)
-    record = {"device": name, "devno": dev.devno, "size": dev.size, "fstype": "", "label": "",
+    record = {"device": name, "devno": dev.devno, "diskseq": dev.diskseq, "size": dev.size,
+              "fstype": "", "label": "",
               "mountpoint": None, "ours": False}
 
     def done(status: str, reason: str, mountpoint: Optional[str] = None):
@@ -262,9 +263,27 @@ def detach(host: Host, settings: Settings, dev: str) -> Outcome:
     """Undo what attach did. The device may already be gone (unplugged), so work from the record."""
     name = blockdev.checked_name(dev.rsplit("/", 1)[-1])  # the device may be gone already
     with host.lock(f"disk-{name}"):
+        diskseq = str((state.load(host, name) or {}).get("diskseq") or "")
         outcome = _detach(host, settings, name)
     _report(host, outcome)
+    _start_replugged(host, name, diskseq)
     return outcome
+
+
+def _start_replugged(host: Host, name: str, diskseq: str) -> None:
+    """Start the unit of a new disk that took this name while the old one was being detached.
+
+    systemd starts a device's SYSTEMD_WANTS units in "fail" job mode, which a stop job still
+    running on gandi-disk@NAME defeats: the new disk's start is dropped. A start asked from here is
+    queued after that stop instead. Only the kernel's diskseq (Linux >= 5.15) tells the disks apart."""
+    present = host.read_attr(f"/sys/class/block/{name}/diskseq") or ""
+    if not diskseq or not present or present == diskseq:
+        return
+    log.info("disk %s: a new disk took the name %s during the detach: starting its unit", name, name)
+    result = host.run(["systemctl", "--no-block", "start", f"gandi-disk@{name}.service"], timeout=15)
+    if not result.ok:
+        log.warning("disk %s: cannot start gandi-disk@%s.service (%s): run gandi-vm disk attach %s",
+                    name, name, result.why(), name)
 
 
 def _detach(host: Host, settings: Settings, name: str) -> Outcome:

@@ -9,6 +9,7 @@ bench/hotplug_latency.py.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
 import shutil
@@ -162,11 +163,13 @@ class Agent:
             time.sleep(0.02)
 
 
+@functools.lru_cache(maxsize=None)
 def kvm_usable(kernel: Path) -> bool:
     """Whether KVM really runs a guest here: boot the kernel with no root and expect its panic.
 
     On some hosts /dev/kvm exists but QEMU aborts (an MSR assertion with -cpu host) or the guest
-    hangs; only a real boot tells. GANDI_VM_ACCEL=tcg|kvm skips the probe."""
+    hangs; only a real boot tells. Under KVM the panic comes within seconds, so a probe that is
+    still running after 20 s has hung. Asked once per process; GANDI_VM_ACCEL=tcg|kvm skips it."""
     forced = os.environ.get("GANDI_VM_ACCEL")
     if forced:
         return forced == "kvm"
@@ -177,7 +180,7 @@ def kvm_usable(kernel: Path) -> bool:
             [QEMU, "-accel", "kvm", "-cpu", "host", "-m", "256M", "-display", "none",
              "-serial", "stdio", "-no-reboot", "-kernel", str(kernel),
              "-append", "console=ttyS0 panic=-1 root=/dev/nonexistent"],
-            capture_output=True, timeout=30, check=False)
+            capture_output=True, timeout=20, check=False)
     except subprocess.TimeoutExpired:
         return False
     return b"Kernel panic" in done.stdout

@@ -69,7 +69,7 @@ def test_attach_checks_and_mounts_under_the_disk_root(vdb):
     assert stat.S_IMODE(os.stat("/srv/data").st_mode) == 0o755
     assert mounted_at(vdb, "/srv/data") == "/dev/vdb"
     assert record() == {
-        "device": "vdb", "devno": "253:16", "size": 2097152 * 512, "fstype": "ext4",
+        "device": "vdb", "devno": "253:16", "diskseq": "", "size": 2097152 * 512, "fstype": "ext4",
         "label": "'data'", "mountpoint": "/srv/data", "ours": True, "state": "mounted",
         "reason": "ext4, label 'data'",
     }

@@ -14,7 +14,7 @@ from gandi_vm.mounts import FstabEntry
 
 
 def device(**changes) -> BlockDevice:
-    fields = dict(name="vdb", devno="253:16", size=1 << 30, read_only=False, disk="vdb",
+    fields = dict(name="vdb", devno="253:16", diskseq="", size=1 << 30, read_only=False, disk="vdb",
                   partition_number=None, partitions=(), holders=())
     fields.update(changes)
     return BlockDevice(**fields)

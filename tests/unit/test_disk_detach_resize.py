@@ -58,6 +58,37 @@ def test_detach_after_unplug_works_from_the_record(attached):
     assert not os.path.exists("/srv/data")
 
 
+def disk_with_diskseq(fs, diskseq: str) -> None:
+    base = add_disk(fs, "vdb", "253:16", SECTORS)
+    with open(f"{base}/diskseq", "w") as f:
+        f.write(f"{diskseq}\n")
+
+
+def test_detach_starts_the_unit_of_a_new_disk_that_took_the_name(host, fs):
+    disk_with_diskseq(fs, "5")
+    host.signatures["vdb"] = (0, blkid_udev("ext4", label="data"))
+    disk.attach(host, SETTINGS, "vdb")
+    unplug("vdb")
+    disk_with_diskseq(fs, "6")  # replugged while the old unit was still stopping
+    host.commands.clear()
+
+    assert disk.detach(host, SETTINGS, "vdb").state == disk.UNMOUNTED
+
+    assert host.commands == [["umount", "/srv/data"],
+                             ["systemctl", "--no-block", "start", "gandi-disk@vdb.service"]]
+
+
+def test_detach_of_the_same_disk_starts_nothing(host, fs):
+    disk_with_diskseq(fs, "5")
+    host.signatures["vdb"] = (0, blkid_udev("ext4", label="data"))
+    disk.attach(host, SETTINGS, "vdb")
+    host.commands.clear()
+
+    disk.detach(host, SETTINGS, "vdb")
+
+    assert host.commands == [["umount", "/srv/data"]]
+
+
 def test_busy_umount_with_the_device_present_fails_and_keeps_the_record(attached):
     attached.umount_rc = 32
     outcome = disk.detach(attached, SETTINGS, "vdb")

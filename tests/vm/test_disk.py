@@ -126,3 +126,15 @@ def test_grown_disk_gets_a_grown_filesystem(guest: Guest, plug: Plugged):
 
     guest.wait_until(f"test $(df -B1 --output=size /srv/growing | tail -1) -gt {before + (64 << 20)}", 60)
     assert mount_of(guest, name)["target"] == "/srv/growing"
+
+
+def test_a_disk_plugged_while_another_is_detached_under_its_name_is_mounted(guest: Guest, plug: Plugged):
+    # A disk we did not mount frees its kernel name as soon as it is gone (a mounted one keeps it
+    # until the umount), while its unit is still stopping. The next disk takes that name, and
+    # systemd drops the start udev asked for: detach must start it.
+    first = plug.disk("swap")
+    plug.unplug(first)
+    second = plug.disk("ext4", "second")
+
+    assert second == first
+    assert mount_of(guest, second)["target"] == "/srv/second"

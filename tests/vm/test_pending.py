@@ -15,25 +15,24 @@ WAIT = 20  # seconds: far beyond what onlining or DHCP takes once built
 
 @pytest.mark.xfail(strict=True, raises=GuestError, reason="interface hotplug is issue 5")
 def test_hot_added_nic_gets_an_address(guest: Guest):
-    guest.qmp.execute("netdev_add", type="user", id="pending-net")
-    guest.qmp.execute("device_add", driver="virtio-net-pci", netdev="pending-net",
-                      id="pending-nic", mac="52:54:00:12:34:99")
-    by_mac = ('for i in /sys/class/net/*; do [ "$(cat $i/address)" = 52:54:00:12:34:99 ] '
-              '&& n=${i##*/}; done; ')
-    guest.wait_until(by_mac + '[ -n "$n" ] && ip -o -4 addr show dev "$n" | grep -q inet', WAIT)
+    guest.add_nic("pending-nic", mac="52:54:00:12:34:99")
+    name = guest.nic_name("52:54:00:12:34:99")
+    guest.wait_until(f"ip -o -4 addr show dev {name} | grep -q inet", WAIT)
 
 
 @pytest.mark.xfail(strict=True, raises=GuestError, reason="vCPU onlining is issue 6")
 def test_hot_added_vcpu_is_online(guest: Guest):
-    free = [cpu for cpu in guest.qmp.execute("query-hotpluggable-cpus") if "qom-path" not in cpu]
-    slot = free[-1]
-    guest.qmp.execute("device_add", driver=slot["type"], id="pending-cpu", **slot["props"])
-    guest.wait_until("test \"$(cat /sys/devices/system/cpu/online)\" != 0", WAIT)
+    online = sum(guest.cpus().values())
+    guest.add_cpu("pending-cpu")
+    # /proc/cpuinfo lists online CPUs only.
+    guest.wait_until(f'test "$(grep -c ^processor /proc/cpuinfo)" -gt {online}', WAIT)
 
 
 @pytest.mark.xfail(strict=True, raises=GuestError, reason="memory onlining is issue 6")
 def test_hot_added_memory_is_online(guest: Guest):
-    guest.qmp.execute("object-add", **{"qom-type": "memory-backend-ram"}, id="pending-mem",
-                      size=256 * 1024 * 1024)
-    guest.qmp.execute("device_add", driver="pc-dimm", id="pending-dimm", memdev="pending-mem")
-    guest.wait_until("! grep -qx offline /sys/devices/system/memory/memory*/state", WAIT)
+    blocks = len(guest.memory_blocks())
+    guest.add_memory("pending-dimm", 256 * 1024 * 1024)
+    # The new blocks must exist first: before they do, every block there is is online.
+    guest.wait_until("cd /sys/devices/system/memory && "
+                     f'test "$(ls -d memory[0-9]* | wc -l)" -gt {blocks} && '
+                     "! grep -qx offline memory[0-9]*/state", WAIT)
