@@ -43,10 +43,9 @@ from typing import Any, Callable, Dict, List, Optional
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "vm"))
 
-from qemu_guest import QEMU, Guest, GuestError  # noqa: E402
+from qemu_guest import QEMU, Guest, GuestError, make_disk  # noqa: E402
 
 DEFAULT_JSON = REPO / "bench" / "results" / "hotplug_latency.json"
-HOST_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 KINDS = ("disk", "nic", "memory", "vcpu")  # vCPUs last: the least stable hotplug under TCG
 ISSUES = {"nic": 5, "memory": 6, "vcpu": 6}  # kinds not built yet, and their issue
 DISK_TIMEOUT = 60.0  # the disk is built: a generous bound, a miss is a failure
@@ -62,15 +61,6 @@ class NotBuilt(Exception):
     """The first attempt at a kind ran out of time: the capability is not built yet."""
 
 
-def poll(guest: Guest, script: str, timeout: float, since: float) -> Optional[float]:
-    """Run the snippet in the guest until it succeeds: seconds from `since`, None after timeout."""
-    while True:
-        if guest.run(script, timeout=30).returncode == 0:
-            return time.monotonic() - since
-        if time.monotonic() - since > timeout:
-            return None
-
-
 def poll_cost(guest: Guest, count: int = 10) -> float:
     """Median seconds of one guest-agent round trip running a command (`true`)."""
     samples = []
@@ -81,31 +71,23 @@ def poll_cost(guest: Guest, count: int = 10) -> float:
     return statistics.median(samples)
 
 
-def make_disk(path: Path, label: str, size_mb: int = 64) -> Path:
-    with open(path, "wb") as f:
-        f.truncate(size_mb << 20)
-    subprocess.run(["mkfs.ext4", "-q", "-F", "-L", label, str(path)], check=True,
-                   capture_output=True, env={"PATH": HOST_PATH})
-    return path
-
-
 # -- one measured run per kind -----------------------------------------------------------------
 # Each returns {figure: seconds}: "usable" is the headline figure, the others are secondary.
 # `bound` is how long the resource may take to become usable.
 
 def disk_run(guest: Guest, index: int, bound: float, tmp: Path) -> Dict[str, float]:
     device = f"bench-disk{index}"
-    image = make_disk(tmp / f"{device}.raw", LABEL)
+    image = make_disk(tmp / f"{device}.raw", "ext4", LABEL)
     guest.add_disk(image, device)
     acked = time.monotonic()
-    usable = poll(guest, f"findmnt -n {MOUNTPOINT} >/dev/null", bound, acked)
+    usable = guest.poll(f"findmnt -n {MOUNTPOINT} >/dev/null", bound, acked)
     if usable is None:
         raise GuestError(f"{device}: nothing mounted at {MOUNTPOINT} {bound:.0f} s after the plug")
     name = guest.kernel_name(device)
     unit = f"gandi-disk@{name}.service"
     started = time.monotonic()
     guest.remove_disk(device)  # device_del (acknowledged at once), DEVICE_DELETED, blockdev-del
-    cleaned = poll(guest, f"! findmnt -n {MOUNTPOINT} >/dev/null && ! test -e {MOUNTPOINT} && "
+    cleaned = guest.poll(f"! findmnt -n {MOUNTPOINT} >/dev/null && ! test -e {MOUNTPOINT} && "
                    f"! systemctl -q is-active {unit}", bound, started)
     if cleaned is None:
         raise GuestError(f"{device}: {MOUNTPOINT} not cleaned up {bound:.0f} s after the unplug")
@@ -120,7 +102,7 @@ def nic_run(guest: Guest, index: int, bound: float, tmp: Path) -> Dict[str, floa
     try:
         name = guest.nic_name(mac)
         appeared = time.monotonic() - acked
-        usable = poll(guest, f"ip -4 -o addr show dev {name} | grep -q inet", bound, acked)
+        usable = guest.poll(f"ip -4 -o addr show dev {name} | grep -q inet", bound, acked)
     finally:
         guest.remove_nic(device)
     if usable is None:
@@ -135,12 +117,12 @@ def memory_run(guest: Guest, index: int, bound: float, tmp: Path) -> Dict[str, f
     guest.add_memory(f"bench-dimm{index}", DIMM_BYTES)
     acked = time.monotonic()
     wanted = len(before) + DIMM_BYTES // block_bytes
-    if poll(guest, f"test $(ls -d {MEM_SYSFS}/memory[0-9]* | wc -l) -ge {wanted}", bound,
+    if guest.poll(f"test $(ls -d {MEM_SYSFS}/memory[0-9]* | wc -l) -ge {wanted}", bound,
             acked) is None:
         raise GuestError(f"no new memory blocks in the guest {bound:.0f} s after the plug")
     appeared = time.monotonic() - acked
     new = sorted(set(guest.memory_blocks()) - set(before))
-    usable = poll(guest, " && ".join(f"grep -qx online {MEM_SYSFS}/memory{n}/state" for n in new),
+    usable = guest.poll(" && ".join(f"grep -qx online {MEM_SYSFS}/memory{n}/state" for n in new),
                   bound, acked)
     if usable is None:
         raise NotBuilt(f"memory{new[0]}..memory{new[-1]} appeared {appeared:.2f} s after the plug, "
@@ -152,12 +134,12 @@ def vcpu_run(guest: Guest, index: int, bound: float, tmp: Path) -> Dict[str, flo
     before = guest.cpus()
     guest.add_cpu(f"bench-cpu{index}")
     acked = time.monotonic()
-    if poll(guest, f"test $(ls -d {CPU_SYSFS}/cpu[0-9]* | wc -l) -gt {len(before)}", bound,
+    if guest.poll(f"test $(ls -d {CPU_SYSFS}/cpu[0-9]* | wc -l) -gt {len(before)}", bound,
             acked) is None:
         raise GuestError(f"no new cpu in the guest {bound:.0f} s after the plug")
     appeared = time.monotonic() - acked
     cpu = min(set(guest.cpus()) - set(before))
-    usable = poll(guest, f"grep -qx 1 {CPU_SYSFS}/cpu{cpu}/online", bound, acked)
+    usable = guest.poll(f"grep -qx 1 {CPU_SYSFS}/cpu{cpu}/online", bound, acked)
     if usable is None:
         raise NotBuilt(f"cpu{cpu} appeared {appeared:.2f} s after the plug, still offline after "
                        f"{bound:.0f} s")

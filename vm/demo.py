@@ -27,9 +27,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "vm"))
 
-from qemu_guest import Guest, GuestError  # noqa: E402
+from qemu_guest import Guest, GuestError, make_disk  # noqa: E402
 
-HOST_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 WAIT = 15.0  # how long a not-yet-built capability is given before the demo says so
 DISK_WAIT = 30.0
 LABEL = "demo-data"
@@ -77,15 +76,6 @@ class Story:
             print(f"  {kind:<{width}}  {result:<{rwidth}}  {figure}")
 
 
-def poll(guest: Guest, script: str, timeout: float, since: float) -> Optional[float]:
-    """Run the snippet until it succeeds; the seconds from `since`, or None after timeout."""
-    while True:
-        if guest.run(script, timeout=30).returncode == 0:
-            return time.monotonic() - since
-        if time.monotonic() - since > timeout:
-            return None
-
-
 def diagnostics(guest: Guest) -> None:
     print("\n---- guest journal (gandi-* units) ----")
     print(guest.journal().rstrip() or "(empty)")
@@ -94,22 +84,14 @@ def diagnostics(guest: Guest) -> None:
     print("----")
 
 
-def make_disk(path: Path, label: str, size_mb: int = 64) -> Path:
-    with open(path, "wb") as f:
-        f.truncate(size_mb << 20)
-    subprocess.run(["mkfs.ext4", "-q", "-F", "-L", label, str(path)], check=True,
-                   capture_output=True, env={"PATH": HOST_PATH})
-    return path
-
-
 # -- the scenes ------------------------------------------------------------------------------
 def disk_plug(guest: Guest, story: Story, found: Dict[str, str], tmp: Path) -> None:
     story.step(f"Disk: hot-plug a 64 MiB ext4 disk labelled '{LABEL}', made on the host")
-    image = make_disk(tmp / f"{LABEL}.raw", LABEL)
+    image = make_disk(tmp / f"{LABEL}.raw", "ext4", LABEL)
     guest.add_disk(image, DISK_ID)
     acked = time.monotonic()
     story.say("QMP blockdev-add + device_add virtio-blk-pci acknowledged; waiting for the mount")
-    took = poll(guest, f"findmnt -n {MOUNTPOINT} >/dev/null", DISK_WAIT, acked)
+    took = guest.poll(f"findmnt -n {MOUNTPOINT} >/dev/null", DISK_WAIT, acked)
     if took is None:
         story.say(f"FAILED: nothing mounted at {MOUNTPOINT} {DISK_WAIT:.0f} s after the plug")
         story.show(guest.run("lsblk -o NAME,SIZE,FSTYPE,LABEL,MOUNTPOINTS").stdout)
@@ -137,7 +119,7 @@ def disk_unplug(guest: Guest, story: Story, found: Dict[str, str]) -> None:
     started = time.monotonic()
     guest.remove_disk(DISK_ID)
     unit = f"gandi-disk@{name}.service"
-    took = poll(guest, f"! findmnt -n {MOUNTPOINT} >/dev/null && ! test -e {MOUNTPOINT} && "
+    took = guest.poll(f"! findmnt -n {MOUNTPOINT} >/dev/null && ! test -e {MOUNTPOINT} && "
                 f"! systemctl -q is-active {unit}", DISK_WAIT, started)
     story.say("in the guest now:")
     story.show(guest.run(f"echo \"findmnt {MOUNTPOINT}: $(findmnt -n {MOUNTPOINT} || echo none)\"; "
@@ -163,7 +145,7 @@ def nic(guest: Guest, story: Story, found: Dict[str, str]) -> None:
     name = guest.nic_name(NIC_MAC)
     story.say(f"interface {name} appeared {time.monotonic() - acked:.2f} s after the acknowledgement; "
               f"waiting up to {WAIT:.0f} s for an IPv4 address")
-    took = poll(guest, f"ip -4 -o addr show dev {name} | grep -q inet", WAIT, acked)
+    took = guest.poll(f"ip -4 -o addr show dev {name} | grep -q inet", WAIT, acked)
     state = guest.run(f"ip -br link show dev {name}; ip -br addr show dev {name}").stdout
     if took is None:
         story.say("no address: interface configuration is not built yet (issue 5). "
@@ -182,7 +164,7 @@ def nic_unplug(guest: Guest, story: Story, found: Dict[str, str]) -> None:
     started = time.monotonic()
     guest.remove_nic(NIC_ID)
     name = found.get("nic", "")
-    took = poll(guest, f"! test -e /sys/class/net/{name}", WAIT, started) if name else None
+    took = guest.poll(f"! test -e /sys/class/net/{name}", WAIT, started) if name else None
     story.show(guest.check("ip -br link"))
     if took is None:
         story.say("the interface is still there")
@@ -202,13 +184,13 @@ def vcpu(guest: Guest, story: Story) -> None:
     story.say("QMP device_add qemu64-x86_64-cpu acknowledged for slot "
               + ", ".join(f"{k}={v}" for k, v in sorted(props.items())))
     count = len(before)
-    if poll(guest, f"test $(ls -d /sys/devices/system/cpu/cpu[0-9]* | wc -l) -gt {count}",
+    if guest.poll(f"test $(ls -d /sys/devices/system/cpu/cpu[0-9]* | wc -l) -gt {count}",
             WAIT, acked) is None:
         raise GuestError(f"no new cpu in the guest's sysfs {WAIT:.0f} s after the plug")
     new = sorted(set(guest.cpus()) - set(before))
     story.say(f"cpu{new[0]} appeared {time.monotonic() - acked:.2f} s after the acknowledgement; "
               f"waiting up to {WAIT:.0f} s for it to be online")
-    took = poll(guest, f"grep -qx 1 /sys/devices/system/cpu/cpu{new[0]}/online", WAIT, acked)
+    took = guest.poll(f"grep -qx 1 /sys/devices/system/cpu/cpu{new[0]}/online", WAIT, acked)
     online = guest.check("cat /sys/devices/system/cpu/online").strip()
     present = guest.check("cat /sys/devices/system/cpu/present").strip()
     story.show(f"present: {present}\nonline:  {online}")
@@ -235,13 +217,13 @@ def memory(guest: Guest, story: Story) -> None:
     story.say(f"QMP object-add memory-backend-ram mem-{DIMM_ID} + device_add pc-dimm {DIMM_ID} "
               "acknowledged")
     glob = "/sys/devices/system/memory/memory[0-9]*"
-    if poll(guest, f"test $(ls -d {glob} | wc -l) -ge {len(before) + expected}", WAIT, acked) is None:
+    if guest.poll(f"test $(ls -d {glob} | wc -l) -ge {len(before) + expected}", WAIT, acked) is None:
         raise GuestError(f"no new memory blocks in the guest's sysfs {WAIT:.0f} s after the plug")
     new = sorted(set(guest.memory_blocks()) - set(before))
     story.say(f"{len(new)} new blocks (memory{new[0]}..memory{new[-1]}) appeared "
               f"{time.monotonic() - acked:.2f} s after the acknowledgement; waiting up to "
               f"{WAIT:.0f} s for them to be online")
-    took = poll(guest, " && ".join(f"grep -qx online /sys/devices/system/memory/memory{n}/state"
+    took = guest.poll(" && ".join(f"grep -qx online /sys/devices/system/memory/memory{n}/state"
                                    for n in new), WAIT, acked)
     after = guest.memory_blocks()
     total_after = guest.check(meminfo).strip()

@@ -186,6 +186,17 @@ def kvm_usable(kernel: Path) -> bool:
     return b"Kernel panic" in done.stdout
 
 
+def make_disk(path: Path, fstype: str, label: str = "", size_mb: int = 64) -> Path:
+    """A raw disk image made on the host (ext4, xfs or swap), as a customer would bring one."""
+    with open(path, "wb") as f:
+        f.truncate(size_mb * 1024 * 1024)
+    tool = {"ext4": ["mkfs.ext4", "-q", "-F"], "xfs": ["mkfs.xfs", "-q", "-f"],
+            "swap": ["mkswap", "-q"]}[fstype]
+    subprocess.run(tool + (["-L", label] if label else []) + [str(path)], check=True,
+                   capture_output=True, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+    return path
+
+
 class Guest:
     """One throwaway VM: root disk in snapshot mode, room to hot-plug disks, vCPUs and memory."""
 
@@ -251,15 +262,23 @@ class Guest:
             raise GuestError(str(done))
         return done.stdout
 
-    def wait_until(self, script: str, timeout: float, interval: float = 0.05) -> float:
-        """Poll until the snippet succeeds; returns the seconds it took."""
-        started = time.monotonic()
+    def poll(self, script: str, timeout: float, since: Optional[float] = None) -> Optional[float]:
+        """Run the snippet until it succeeds: the seconds from `since` (a time.monotonic(), by
+        default now), or None once `timeout` seconds have passed. One poll is one guest-agent
+        round trip (65-85 ms), which bounds the resolution of any figure measured this way."""
+        since = time.monotonic() if since is None else since
         while True:
             if self.run(script, timeout=30).returncode == 0:
-                return time.monotonic() - started
-            if time.monotonic() - started > timeout:
-                raise GuestError(f"still false after {timeout}s: {script}")
-            time.sleep(interval)
+                return time.monotonic() - since
+            if time.monotonic() - since > timeout:
+                return None
+
+    def wait_until(self, script: str, timeout: float) -> float:
+        """Poll until the snippet succeeds; returns the seconds it took, raises after timeout."""
+        took = self.poll(script, timeout)
+        if took is None:
+            raise GuestError(f"still false after {timeout}s: {script}")
+        return took
 
     # -- hotplug -----------------------------------------------------------------------------
     def add_disk(self, image: Path, device_id: str) -> None:

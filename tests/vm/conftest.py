@@ -53,23 +53,6 @@ def image() -> Path:
     return Path(done.stdout.strip().splitlines()[-1])
 
 
-def make_disk(path: Path, fstype: str, label: str = "", size_mb: int = 64) -> Path:
-    """A raw disk image made on the host, as a customer would bring one."""
-    with open(path, "wb") as f:
-        f.truncate(size_mb * 1024 * 1024)
-    if fstype == "swap":
-        argv = ["mkswap", "-q"] + (["-L", label] if label else []) + [str(path)]
-    elif fstype == "xfs":
-        argv = ["mkfs.xfs", "-q", "-f"] + (["-L", label] if label else []) + [str(path)]
-    elif fstype == "ext4":
-        argv = ["mkfs.ext4", "-q", "-F"] + (["-L", label] if label else []) + [str(path)]
-    else:
-        raise ValueError(fstype)
-    subprocess.run(argv, check=True, capture_output=True,
-                   env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
-    return path
-
-
 @pytest.fixture(scope="module")
 def guest(image: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guest]:
     """One booted guest per test module (booting under TCG takes about 30 s)."""

@@ -8,8 +8,7 @@ from typing import Iterator
 
 import pytest
 
-from conftest import make_disk
-from qemu_guest import Guest
+from qemu_guest import Guest, make_disk
 
 
 @pytest.fixture(scope="module")

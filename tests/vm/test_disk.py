@@ -9,8 +9,7 @@ from typing import Iterator, List, Optional
 
 import pytest
 
-from conftest import make_disk
-from qemu_guest import Guest
+from qemu_guest import Guest, make_disk
 
 _ids = itertools.count(1)
 
