@@ -284,10 +284,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         try:
             booted = guest.start()
         except (GuestError, OSError) as e:
-            story.say(f"FAILED: {e}")
-            if guest.process is not None and guest.process.poll() is not None:
-                output = guest.process.stdout.read().decode(errors="replace") if guest.process.stdout else ""
-                print(f"---- QEMU exited {guest.process.returncode} ----\n{output.rstrip()}")
+            story.say(f"FAILED: {e}")  # QEMU's exit status and last messages, if it died
             print("---- guest serial console (tail) ----\n" + guest.console_tail())
             return 1
         story.say(f"guest agent answered after {guest.agent_seconds:.1f} s, system {guest.state} "

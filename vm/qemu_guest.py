@@ -205,6 +205,7 @@ class Guest:
         self.boot_disks = list(boot_disks)
         self.workdir = Path(tempfile.mkdtemp(prefix="gandi-vm-"))
         self.console = self.workdir / "console.log"
+        self.qemu_log = self.workdir / "qemu.log"
         self.process: Optional[subprocess.Popen] = None
         self.accel = "kvm" if kvm_usable(image / "vmlinuz") else "tcg"
         self._disks: Dict[str, str] = {}  # device id -> node name
@@ -229,18 +230,30 @@ class Guest:
                      "-device", f"virtio-blk-pci,drive=boot{index},serial=boot{index}"]
         return argv
 
+    def __enter__(self) -> "Guest":
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
     def start(self, timeout: float = 300) -> float:
         """Boot; returns the seconds until the guest agent answered."""
         started = time.monotonic()
-        self.process = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        # QEMU's own messages go to a file: an unread pipe could fill up and stall it.
+        with open(self.qemu_log, "wb") as log:
+            self.process = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log,
+                                            stderr=subprocess.STDOUT)
         self.qmp = QMP(self.workdir / "qmp.sock")
         self.agent = Agent(self.workdir / "qga.sock")
         deadline = started + timeout
         while True:
             if self.process.poll() is not None:
-                raise GuestError(f"QEMU exited {self.process.returncode}: "
-                                 f"{self.process.stdout.read().decode(errors='replace')}")
+                raise GuestError(self.exit_report())
             try:
                 self.agent.sync(timeout=2)
                 break
@@ -360,11 +373,23 @@ class Guest:
         except OSError:
             return "(no console output)"
 
+    def exit_report(self) -> str:
+        """How QEMU ended, with its last messages; empty while it runs."""
+        if self.process is None or self.process.poll() is None:
+            return ""
+        try:
+            tail = self.qemu_log.read_text(errors="replace").strip().splitlines()[-20:]
+        except OSError:
+            tail = []
+        return "\n".join([f"QEMU exited with status {self.process.returncode}"] + tail)
+
     def journal(self, lines: int = 80) -> str:
+        if self.exit_report():
+            return "(no journal: the guest is gone)"
         try:
             return self.run(f"journalctl -b --no-pager -n {lines} -u 'gandi-*'",
                             timeout=30).stdout
-        except GuestError as e:
+        except (GuestError, OSError) as e:
             return f"(journal unavailable: {e})"
 
     def shutdown(self, timeout: float = 120) -> float:

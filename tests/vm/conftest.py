@@ -37,6 +37,8 @@ def pytest_runtest_makereport(item, call):
     if report.failed and isinstance(guest, Guest):
         report.sections.append(("guest journal (gandi-*)", guest.journal()))
         report.sections.append(("guest serial console (tail)", guest.console_tail()))
+        if guest.exit_report():
+            report.sections.append(("QEMU", guest.exit_report()))
 
 
 @pytest.fixture(scope="session")
@@ -56,9 +58,5 @@ def image() -> Path:
 @pytest.fixture(scope="module")
 def guest(image: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guest]:
     """One booted guest per test module (booting under TCG takes about 30 s)."""
-    vm = Guest(image)
-    try:
-        vm.start()
+    with Guest(image) as vm:
         yield vm
-    finally:
-        vm.stop()

@@ -14,12 +14,8 @@ from qemu_guest import Guest, make_disk
 @pytest.fixture(scope="module")
 def guest(image: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guest]:
     disk = make_disk(tmp_path_factory.mktemp("boot") / "bootdata.img", "ext4", "bootdata")
-    vm = Guest(image, boot_disks=[disk])
-    try:
-        vm.start()
+    with Guest(image, boot_disks=[disk]) as vm:
         yield vm
-    finally:
-        vm.stop()
 
 
 RAN = {"LoadState": "loaded", "ActiveState": "active", "Result": "success", "ExecMainStatus": "0"}
