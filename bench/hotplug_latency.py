@@ -88,7 +88,7 @@ def disk_run(guest: Guest, index: int, bound: float, tmp: Path) -> Dict[str, flo
     started = time.monotonic()
     guest.remove_disk(device)  # device_del (acknowledged at once), DEVICE_DELETED, blockdev-del
     cleaned = guest.poll(f"! findmnt -n {MOUNTPOINT} >/dev/null && ! test -e {MOUNTPOINT} && "
-                   f"! systemctl -q is-active {unit}", bound, started)
+                         f"! systemctl -q is-active {unit}", bound, started)
     if cleaned is None:
         raise GuestError(f"{device}: {MOUNTPOINT} not cleaned up {bound:.0f} s after the unplug")
     image.unlink()
@@ -118,12 +118,12 @@ def memory_run(guest: Guest, index: int, bound: float, tmp: Path) -> Dict[str, f
     acked = time.monotonic()
     wanted = len(before) + DIMM_BYTES // block_bytes
     if guest.poll(f"test $(ls -d {MEM_SYSFS}/memory[0-9]* | wc -l) -ge {wanted}", bound,
-            acked) is None:
+                  acked) is None:
         raise GuestError(f"no new memory blocks in the guest {bound:.0f} s after the plug")
     appeared = time.monotonic() - acked
     new = sorted(set(guest.memory_blocks()) - set(before))
     usable = guest.poll(" && ".join(f"grep -qx online {MEM_SYSFS}/memory{n}/state" for n in new),
-                  bound, acked)
+                        bound, acked)
     if usable is None:
         raise NotBuilt(f"memory{new[0]}..memory{new[-1]} appeared {appeared:.2f} s after the plug, "
                        f"still offline after {bound:.0f} s")
@@ -135,7 +135,7 @@ def vcpu_run(guest: Guest, index: int, bound: float, tmp: Path) -> Dict[str, flo
     guest.add_cpu(f"bench-cpu{index}")
     acked = time.monotonic()
     if guest.poll(f"test $(ls -d {CPU_SYSFS}/cpu[0-9]* | wc -l) -gt {len(before)}", bound,
-            acked) is None:
+                  acked) is None:
         raise GuestError(f"no new cpu in the guest {bound:.0f} s after the plug")
     appeared = time.monotonic() - acked
     cpu = min(set(guest.cpus()) - set(before))

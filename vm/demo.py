@@ -120,7 +120,7 @@ def disk_unplug(guest: Guest, story: Story, found: Dict[str, str]) -> None:
     guest.remove_disk(DISK_ID)
     unit = f"gandi-disk@{name}.service"
     took = guest.poll(f"! findmnt -n {MOUNTPOINT} >/dev/null && ! test -e {MOUNTPOINT} && "
-                f"! systemctl -q is-active {unit}", DISK_WAIT, started)
+                      f"! systemctl -q is-active {unit}", DISK_WAIT, started)
     story.say("in the guest now:")
     story.show(guest.run(f"echo \"findmnt {MOUNTPOINT}: $(findmnt -n {MOUNTPOINT} || echo none)\"; "
                          f"echo \"{MOUNTPOINT}: $(test -e {MOUNTPOINT} && echo present || echo gone)\"; "
@@ -185,7 +185,7 @@ def vcpu(guest: Guest, story: Story) -> None:
               + ", ".join(f"{k}={v}" for k, v in sorted(props.items())))
     count = len(before)
     if guest.poll(f"test $(ls -d /sys/devices/system/cpu/cpu[0-9]* | wc -l) -gt {count}",
-            WAIT, acked) is None:
+                  WAIT, acked) is None:
         raise GuestError(f"no new cpu in the guest's sysfs {WAIT:.0f} s after the plug")
     new = sorted(set(guest.cpus()) - set(before))
     story.say(f"cpu{new[0]} appeared {time.monotonic() - acked:.2f} s after the acknowledgement; "
@@ -224,7 +224,7 @@ def memory(guest: Guest, story: Story) -> None:
               f"{time.monotonic() - acked:.2f} s after the acknowledgement; waiting up to "
               f"{WAIT:.0f} s for them to be online")
     took = guest.poll(" && ".join(f"grep -qx online /sys/devices/system/memory/memory{n}/state"
-                                   for n in new), WAIT, acked)
+                      for n in new), WAIT, acked)
     after = guest.memory_blocks()
     total_after = guest.check(meminfo).strip()
     story.show("\n".join(f"memory{n}: {after[n]}" for n in new)
