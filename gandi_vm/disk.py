@@ -263,10 +263,10 @@ def detach(host: Host, settings: Settings, dev: str) -> Outcome:
     """Undo what attach did. The device may already be gone (unplugged), so work from the record."""
     name = blockdev.checked_name(dev.rsplit("/", 1)[-1])  # the device may be gone already
     with host.lock(f"disk-{name}"):
-        diskseq = str((state.load(host, name) or {}).get("diskseq") or "")
-        outcome = _detach(host, settings, name)
+        record = state.load(host, name)
+        outcome = _detach(host, settings, name, record)
     _report(host, outcome)
-    _start_replugged(host, name, diskseq)
+    _start_replugged(host, name, str((record or {}).get("diskseq") or ""))
     return outcome
 
 
@@ -286,8 +286,8 @@ def _start_replugged(host: Host, name: str, diskseq: str) -> None:
                     name, name, result.why(), name)
 
 
-def _detach(host: Host, settings: Settings, name: str) -> Outcome:
-    record = state.load(host, name)
+def _detach(host: Host, settings: Settings, name: str,
+            record: Optional[state.Record]) -> Outcome:
     if not record or not record.get("ours"):
         state.forget(host, name)
         return Outcome(name, UNCHANGED, "nothing mounted by gandi")
