@@ -43,6 +43,15 @@ def _setup_logging(verbose: bool) -> None:
     log.propagate = False
 
 
+def _log_to_syslog() -> None:
+    import logging.handlers
+
+    if os.path.exists("/dev/log"):
+        handler = logging.handlers.SysLogHandler("/dev/log")
+        handler.ident = "gandi: "
+        log.addHandler(handler)
+
+
 def _parser() -> argparse.ArgumentParser:
     # Global options are accepted before or after the command (`gandi-vm disk attach X --dry-run`).
     common = argparse.ArgumentParser(add_help=False)
@@ -68,7 +77,20 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("device", metavar="DEV", help="kernel name (vdb) or /dev path")
 
     commands.add_parser("mount-all", parents=[common], help="attach every disk present (boot)")
-    status = commands.add_parser("status", parents=[common], help="what gandi did with each disk")
+
+    iface = commands.add_parser("iface", parents=[common], help="network interfaces: DHCP, routing")
+    actions = iface.add_subparsers(dest="action", metavar="ACTION", required=True)
+    for action, text in (("attach", "configure (DHCP, own routing table if secondary)"),
+                         ("detach", "release and remove what attach configured (the unit's stop)")):
+        sub = actions.add_parser(action, parents=[common], help=text)
+        sub.add_argument("interface", metavar="IFACE", help="interface name (ens4)")
+    actions.add_parser("attach-all", parents=[common], help="every interface present (boot)")
+    # The DHCP client's event script (dhcp.write_script); udhcpc passes the event as an argument.
+    lease_event = actions.add_parser("lease", parents=[common])
+    lease_event.add_argument("event", nargs="?")
+
+    status = commands.add_parser("status", parents=[common],
+                                 help="what gandi did with each disk and interface")
     status.add_argument("--format", choices=("text", "yaml"), default="text")
     return parser
 
@@ -80,12 +102,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     from gandi_vm import config
     from gandi_vm.blockdev import NoSuchDevice
     from gandi_vm.host import Host
+    from gandi_vm.netdev import NoSuchInterface
+
+    if args.command == "iface" and args.action == "lease":
+        _log_to_syslog()  # the DHCP client sends its script's stderr to /dev/null
 
     host = Host(getattr(args, "root", "/"), dry_run=getattr(args, "dry_run", False))
     settings = config.load(host, getattr(args, "config", None))
     try:
         return _dispatch(args, host, settings)
-    except NoSuchDevice as e:
+    except (NoSuchDevice, NoSuchInterface) as e:
         log.error("%s", e)
         return 2
     except OSError as e:
@@ -102,13 +128,25 @@ def _dispatch(args: argparse.Namespace, host, settings) -> int:
         handler = {"attach": disk.attach, "detach": disk.detach, "resize": disk.resize}
         outcome = handler[args.action](host, settings, args.device)
         return 1 if outcome.failed else 0
+    if args.command == "iface":
+        from gandi_vm import net
+
+        explicit = getattr(args, "config", None)
+        if args.action == "lease":
+            return net.lease_event(host, args.event, os.environ)
+        if args.action == "attach-all":
+            return 1 if any(o.failed for o in net.attach_all(host, settings, explicit)) else 0
+        handler = {"attach": net.attach, "detach": net.detach}[args.action]
+        return 1 if handler(host, settings, args.interface, explicit).failed else 0
     if args.command == "mount-all":
         outcomes = disk.mount_all(host, settings)
         return 1 if any(o.failed for o in outcomes) else 0
     if args.command == "status":
         from gandi_vm import status
 
-        print(status.render(disk.status(host, settings), args.format), end="")
+        from gandi_vm import net
+
+        print(status.render(disk.status(host, settings), net.status(host), args.format), end="")
         return 0
     raise AssertionError(args.command)
 

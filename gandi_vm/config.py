@@ -29,6 +29,11 @@ class Settings:
     hook_dir: str = "/etc/gandi/hooks"
     disk_devices: Tuple[str, ...] = ("vd*", "xvd*", "sd*", "nvme*", "hd*")
     fsck_timeout: int = 600
+    network: bool = True
+    nodhcp: Tuple[str, ...] = ()
+    multiqueue: bool = True
+    dhcp_timeout: int = 30
+    dhcp_retries: int = 4
     source: str = "(defaults)"
     # (logging level, "file:line: message") for each line that was not taken as written
     problems: Tuple[Tuple[int, str], ...] = field(default=(), compare=False)
@@ -77,6 +82,23 @@ def _patterns(value: str) -> Tuple[str, ...]:
     return patterns
 
 
+# Interface names as the kernel and udev give them; patterns allowed ("eth*").
+_IFACE_PATTERN = re.compile(r"[A-Za-z0-9*?\[\]_.-]{1,15}")
+
+
+def _interfaces(value: str) -> Tuple[str, ...]:
+    names = tuple(value.split())
+    if not all(_IFACE_PATTERN.fullmatch(n) for n in names):
+        raise ValueError("expected space-separated interface names or patterns such as 'eth1 ens*'")
+    return names
+
+
+def _count(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 100:
+        raise ValueError("expected a number between 1 and 100")
+    return int(value)
+
+
 def _seconds(value: str) -> int:
     if not value.isdigit() or not 1 <= int(value) <= 86400:
         raise ValueError("expected a number of seconds between 1 and 86400")
@@ -91,6 +113,11 @@ KEYS: Dict[str, Tuple[str, Callable[[str], object]]] = {
     "GANDI_HOOK_DIR": ("hook_dir", _directory),
     "CONFIG_DISK_DEVICES": ("disk_devices", _patterns),
     "CONFIG_FSCK_TIMEOUT": ("fsck_timeout", _seconds),
+    "CONFIG_NETWORK": ("network", _boolean),
+    "CONFIG_NODHCP": ("nodhcp", _interfaces),
+    "CONFIG_MULTIQUEUE": ("multiqueue", _boolean),
+    "CONFIG_DHCP_TIMEOUT": ("dhcp_timeout", _seconds),
+    "CONFIG_DHCP_RETRIES": ("dhcp_retries", _count),
 }
 
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

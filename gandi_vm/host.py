@@ -207,6 +207,18 @@ class Host:
             raise
         return True
 
+    def write_attr(self, guest_path: str, value: str) -> bool:
+        """Write a sysfs or /proc/sys attribute in place (a temp file and a rename mean nothing
+        there); False if it already held the value. Raises OSError with the kernel's answer."""
+        if self.read_attr(guest_path) == value:
+            return False
+        if self.dry_run:
+            self._say(f"write {value} to {guest_path}")
+            return True
+        with open(self.path(guest_path), "w", encoding="ascii") as f:
+            f.write(value)
+        return True
+
     def remove(self, guest_path: str) -> bool:
         if self.dry_run:
             if self.exists(guest_path):

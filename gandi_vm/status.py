@@ -1,10 +1,12 @@
-"""Render `gandi-vm status` rows as an aligned table or as YAML."""
+"""Render `gandi-vm status` (disks, then interfaces) as aligned tables or as YAML."""
 
 from __future__ import annotations
 
 from typing import Dict, List, Sequence
 
 COLUMNS = ("device", "size", "fstype", "label", "mountpoint", "state", "reason")
+IFACE_COLUMNS = ("interface", "mac", "driver", "operstate", "addresses", "stack", "table", "state",
+                 "reason")
 
 
 def human_size(size: object) -> str:
@@ -18,16 +20,37 @@ def human_size(size: object) -> str:
     raise AssertionError
 
 
-def render(rows: Sequence[Dict[str, object]], fmt: str) -> str:
+def render(disks: Sequence[Dict[str, object]], interfaces: Sequence[Dict[str, object]],
+           fmt: str) -> str:
     if fmt == "yaml":
         import yaml
 
-        return yaml.safe_dump({"disks": list(rows)}, sort_keys=False, allow_unicode=False)
-    table: List[List[str]] = [[c.upper() for c in COLUMNS]]
-    for row in rows:
-        cells = [human_size(row["size"]) if c == "size" else str(row.get(c) or "-") for c in COLUMNS]
-        table.append(cells)
-    widths = [max(len(r[i]) for r in table) for i in range(len(COLUMNS) - 1)]
+        return yaml.safe_dump({"disks": list(disks), "interfaces": list(interfaces)},
+                              sort_keys=False, allow_unicode=False)
+    disk_rows = [[human_size(row["size"]) if c == "size" else _cell(row.get(c)) for c in COLUMNS]
+                 for row in disks]
+    iface_rows = [[_cell(row.get(c)) for c in IFACE_COLUMNS] for row in interfaces]
+    text = _table(COLUMNS, disk_rows)
+    if interfaces:
+        text += "\n" + _table(IFACE_COLUMNS, iface_rows)
+        for row in interfaces:
+            lease = row.get("lease")
+            if isinstance(lease, dict):
+                shown = ", ".join(f"{k} {_cell(v)}" for k, v in lease.items() if v)
+                text += f"lease {row['interface']}: {shown}\n"
+    return text
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value) or "-"
+    return str(value) if value not in (None, "") else "-"
+
+
+def _table(columns: Sequence[str], rows: List[List[str]]) -> str:
+    """Aligned columns; the last (a free-text reason) is not padded."""
+    table = [[c.upper() for c in columns], *rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(columns) - 1)]
     return "".join(
         "  ".join(cell.ljust(w) for cell, w in zip(r, widths)) + "  " + r[-1] + "\n" for r in table
     )

@@ -1,0 +1,189 @@
+"""What a DHCP server said, and what we configured for an interface: /run/gandi/iface/IFACE.yaml.
+
+Every value comes from the network and is hostile: addresses are parsed as addresses (a bad one
+rejects the lease), name servers and domains that do not parse are dropped with a warning, and the
+hostname is kept verbatim as data for the boot-time plugins, which validate it before any use. The
+file is written with yaml.safe_dump, so no value can become structure, let alone a command.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+from dataclasses import asdict, dataclass
+from typing import Dict, List, Mapping, Optional, Tuple
+
+from gandi_vm.host import Host
+
+log = logging.getLogger("gandi")
+
+STATE_DIR = "/run/gandi/iface"
+MAX_TEXT = 1024  # longest option text kept (DHCP options are at most 255 bytes, concatenated 4x)
+_DOMAIN = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*\.?")
+
+Record = Dict[str, object]
+
+
+class LeaseError(ValueError):
+    """A lease that cannot be applied (no or malformed address)."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    address: str
+    prefixlen: int
+    gateway: Optional[str] = None
+    dns: Tuple[str, ...] = ()
+    search: Tuple[str, ...] = ()
+    domain: str = ""
+    hostname: str = ""
+    lease_time: Optional[int] = None
+    server: Optional[str] = None
+
+    @property
+    def cidr(self) -> str:
+        return f"{self.address}/{self.prefixlen}"
+
+    @property
+    def network(self) -> str:
+        return str(ipaddress.IPv4Interface(self.cidr).network)
+
+    def as_dict(self) -> Dict[str, object]:
+        data = asdict(self)
+        data["dns"], data["search"] = list(self.dns), list(self.search)
+        return data
+
+
+def _address(value: str, what: str) -> str:
+    try:
+        return str(ipaddress.IPv4Address(value.strip()))
+    except ValueError:
+        raise LeaseError(f"{what} {value[:64]!r} is not an IPv4 address") from None
+
+
+def _prefixlen(cidr: str, mask: str) -> int:
+    try:
+        if cidr:
+            return ipaddress.IPv4Network(f"0.0.0.0/{int(cidr)}").prefixlen
+        return ipaddress.IPv4Network(f"0.0.0.0/{mask or '255.255.255.255'}").prefixlen
+    except ValueError:
+        raise LeaseError(f"subnet {(cidr or mask)[:64]!r} is not a netmask") from None
+
+
+def _addresses(value: str, what: str) -> Tuple[str, ...]:
+    kept = []
+    for word in value.split():
+        try:
+            kept.append(str(ipaddress.ip_address(word)))
+        except ValueError:
+            log.warning("lease: %s %r is not an address, ignored", what, word[:64])
+    return tuple(kept)
+
+
+def _domains(value: str) -> Tuple[str, ...]:
+    kept = []
+    for word in value.split():
+        if len(word) <= 253 and _DOMAIN.fullmatch(word):
+            kept.append(word.rstrip("."))
+        else:
+            log.warning("lease: search domain %r is not a domain name, ignored", word[:64])
+    return tuple(kept)
+
+
+def _seconds(value: str) -> Optional[int]:
+    return int(value) if value.isdigit() and len(value) < 11 else None
+
+
+def from_env(env: Mapping[str, str], prefix: str = "new_") -> Lease:
+    """A dhclient or dhcpcd script environment (new_ip_address, new_subnet_mask, ...)."""
+    get = lambda key: env.get(prefix + key, "")[:MAX_TEXT]  # noqa: E731
+    gateways = _addresses(get("routers"), "router")
+    return Lease(
+        address=_address(get("ip_address"), "address"),
+        prefixlen=_prefixlen(get("subnet_cidr"), get("subnet_mask")),
+        gateway=next((g for g in gateways if ":" not in g), None),
+        dns=_addresses(get("domain_name_servers"), "name server"),
+        search=_domains(get("domain_search")),
+        domain=get("domain_name"),
+        hostname=get("host_name"),
+        lease_time=_seconds(get("dhcp_lease_time")),
+        server=get("dhcp_server_identifier") or None,
+    )
+
+
+def from_udhcpc_env(env: Mapping[str, str]) -> Lease:
+    """A busybox udhcpc script environment (ip, mask, router, dns, search, hostname, ...)."""
+    get = lambda key: env.get(key, "")[:MAX_TEXT]  # noqa: E731
+    gateways = _addresses(get("router"), "router")
+    return Lease(
+        address=_address(get("ip"), "address"),
+        prefixlen=_prefixlen(get("mask"), get("subnet")),
+        gateway=next((g for g in gateways if ":" not in g), None),
+        dns=_addresses(get("dns"), "name server"),
+        search=_domains(get("search")),
+        domain=get("domain"),
+        hostname=get("hostname"),
+        lease_time=_seconds(get("lease")),
+        server=get("serverid") or None,
+    )
+
+
+def from_networkd(text: str) -> Lease:
+    """systemd-networkd's lease file (/run/systemd/netif/leases/IFINDEX: KEY=VALUE lines)."""
+    fields = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+    get = lambda key: fields.get(key, "")[:MAX_TEXT]  # noqa: E731
+    gateways = _addresses(get("ROUTER"), "router")
+    return Lease(
+        address=_address(get("ADDRESS"), "address"),
+        prefixlen=_prefixlen("", get("NETMASK")),
+        gateway=gateways[0] if gateways else None,
+        dns=_addresses(get("DNS"), "name server"),
+        search=_domains(get("DOMAIN_SEARCH_LIST")),
+        domain=get("DOMAINNAME"),
+        hostname=get("HOSTNAME"),
+        lease_time=_seconds(get("LIFETIME")),
+        server=get("SERVER_ADDRESS") or None,
+    )
+
+
+def from_nmcli(text: str) -> Lease:
+    """`nmcli -t -f DHCP4 device show IFACE`: lines `DHCP4.OPTION[3]:ip_address = 10.0.3.15`."""
+    options: Dict[str, str] = {}
+    for line in text.splitlines():
+        _, _, option = line.partition(":")
+        key, sep, value = option.partition(" = ")
+        if sep:
+            options["new_" + key.strip()] = value
+    return from_env(options)
+
+
+# -- the record --------------------------------------------------------------------------------
+def path(name: str) -> str:
+    return f"{STATE_DIR}/{name}.yaml"
+
+
+def load(host: Host, name: str) -> Optional[Record]:
+    import yaml
+
+    try:
+        record = yaml.safe_load(host.read_text(path(name)))
+    except (OSError, yaml.YAMLError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def save(host: Host, name: str, record: Record) -> None:
+    """Write the record (0644: the lease data is what `status` and the plugins read)."""
+    import yaml
+
+    host.write_text(path(name), "# gandi-vm: what interface attach configured; rebuilt at boot\n"
+                    + yaml.safe_dump(record, sort_keys=False, allow_unicode=False))
+
+
+def forget(host: Host, name: str) -> None:
+    host.remove(path(name))
+
+
+def recorded(host: Host) -> List[str]:
+    return [f[:-5] for f in host.listdir(STATE_DIR) if f.endswith(".yaml")]

@@ -1,0 +1,425 @@
+"""Network interfaces: attach (DHCP, own routing table for a secondary interface), detach,
+attach-all, the DHCP client's lease events, status.
+
+The primary interface is the one holding the main table's default route when an interface is
+attached; it is never touched. Each decision is a pure function of facts (`skip_reason`,
+`choose`), each action a short list of routing/netstack/dhcp calls, and what was done is recorded
+in /run/gandi/iface/IFACE.yaml for detach, status and the boot-time plugins.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import time
+from dataclasses import dataclass
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+from gandi_vm import cpu, dhcp, lease, netdev, netstack, routing
+from gandi_vm.config import Settings
+from gandi_vm.hooks import run_hook
+from gandi_vm.host import Host
+from gandi_vm.lease import Lease, LeaseError
+from gandi_vm.netdev import NetDevice
+
+log = logging.getLogger("gandi")
+
+CONFIGURED, SKIPPED, LEFT, FAILED, UNCHANGED, DETACHED = (
+    "configured", "skipped", "left", "failed", "unchanged", "detached")
+MAX_BACKOFF = 30
+ETHTOOL_TIMEOUT = 10
+# The DHCP client calls the lease script with these (dhclient, dhcpcd: $reason; udhcpc: $1).
+BIND_EVENTS = {"BOUND", "RENEW", "REBIND", "REBOOT", "bound", "renew"}
+UNBIND_EVENTS = {"EXPIRE", "RELEASE", "STOP", "STOPPED", "deconfig", "DEPARTED"}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    interface: str
+    state: str
+    reason: str
+    address: Optional[str] = None
+
+    @property
+    def failed(self) -> bool:
+        return self.state == FAILED
+
+    def report(self, host: Host) -> "Outcome":
+        prefix = "(dry run) " if host.dry_run else ""
+        log.log(logging.ERROR if self.failed else logging.INFO, "%siface %s: %s: %s",
+                prefix, self.interface, self.state, self.reason)
+        return self
+
+
+# -- decisions (pure) --------------------------------------------------------------------------
+def skip_reason(dev: NetDevice, settings: Settings) -> Optional[str]:
+    """Why an interface is not ours to configure, from sysfs facts and the configuration."""
+    if not settings.network:
+        return "CONFIG_NETWORK=0"
+    if dev.loopback:
+        return "loopback"
+    if not dev.backed:
+        return f"virtual interface ({dev.kind or 'no backing device'})"
+    if any(fnmatch.fnmatchcase(dev.name, pattern) for pattern in settings.nodhcp):
+        return "listed in CONFIG_NODHCP"
+    return None
+
+
+def choose(running: Sequence[str], nm_state: str) -> str:
+    """The stack that will configure an unclaimed interface."""
+    if netstack.NM in running and nm_state != "unmanaged":
+        return netstack.NM
+    if netstack.NETWORKD in running:
+        return netstack.NETWORKD
+    return netstack.OWN
+
+
+def channels(online_cpus: int, ethtool_l: str) -> Optional[Tuple[int, int]]:
+    """(wanted, current) combined channels from `ethtool -l` output; None if not multiqueue."""
+    maximum = current = None
+    section = None
+    for line in ethtool_l.splitlines():
+        if line.startswith("Pre-set maximums"):
+            section = "max"
+        elif line.startswith("Current hardware settings"):
+            section = "current"
+        elif line.strip().startswith("Combined:"):
+            value = line.split(":", 1)[1].strip()
+            if value.isdigit():
+                if section == "max":
+                    maximum = int(value)
+                elif section == "current":
+                    current = int(value)
+    if not maximum or maximum < 2 or current is None:
+        return None
+    return min(online_cpus, maximum), current
+
+
+def backoff(attempt: int) -> int:
+    """Seconds to wait after failed attempt number `attempt` (1-based): 2, 4, 8... up to 30."""
+    return min(MAX_BACKOFF, 2 ** attempt)
+
+
+# -- attach --------------------------------------------------------------------------------------
+def attach(host: Host, settings: Settings, name: str, config: Optional[str] = None) -> Outcome:
+    name = netdev.checked_name(name)
+    with host.lock(f"iface-{name}"):
+        outcome = _attach(host, settings, name, config).report(host)
+    if outcome.state == CONFIGURED and not host.dry_run:
+        run_hook(host, settings.hook_dir, "post-iface-attach", [name])
+    return outcome
+
+
+def _attach(host: Host, settings: Settings, name: str, config: Optional[str]) -> Outcome:
+    dev = netdev.read(host, name)
+    record: Dict[str, object] = {"interface": name, "mac": dev.mac, "ifindex": dev.ifindex,
+                                 "driver": dev.driver}
+
+    def done(status: str, reason: str, address: Optional[str] = None) -> Outcome:
+        if status in (SKIPPED, LEFT):
+            record.update(state=status, reason=reason)
+            lease.save(host, name, record)
+        return Outcome(name, status, reason, address)
+
+    why = skip_reason(dev, settings)
+    if why:
+        return done(SKIPPED, why)
+    previous = lease.load(host, name)
+    present = routing.ipv4_addresses(host, name)
+    if previous and previous.get("state") == CONFIGURED and previous.get("address") in present:
+        return Outcome(name, UNCHANGED, f"already configured ({previous.get('stack')}, "
+                                        f"{previous.get('address')})", str(previous["address"]))
+    primary = routing.default_route_interface(host)
+    if primary == name:
+        return done(LEFT, "holds the default route: configured by someone else")
+    if present:
+        return done(LEFT, f"already has {present[0]}: configured by someone else")
+    claimed = netstack.configured_in_files(host, dev)
+    if claimed:
+        return done(LEFT, f"configured in {claimed}")
+
+    running = netstack.running(host)
+    nm_state, nm_active = netstack.nm_verdict(host, dev) if netstack.NM in running else ("", "")
+    stack = choose(running, nm_state)
+    if stack == netstack.NM and nm_active and nm_active != netstack.nm_profile(name):
+        owner_file = netstack.nm_profile_file(host, nm_active)
+        if owner_file.startswith("/etc/"):
+            return done(LEFT, f"NetworkManager profile {nm_active!r} ({owner_file})")
+    if stack == netstack.NETWORKD and not host.exists(netstack.networkd_file(name)):
+        verdict = netstack.networkd_verdict(host, dev)
+        if verdict != "unmanaged":
+            return done(LEFT, f"systemd-networkd already manages it ({verdict})")
+
+    table = routing.table_for(dev.ifindex) if primary else None
+    record.update(role="secondary" if primary else "primary", primary=primary, stack=stack,
+                  table=table, state="configuring", reason="waiting for a DHCP lease")
+    if stack == netstack.OWN:
+        record["client"] = dhcp.installed(host)
+        if not record["client"]:
+            record.update(state=FAILED, reason="no DHCP client installed (dhclient, dhcpcd, udhcpc)")
+            lease.save(host, name, record)
+            return Outcome(name, FAILED, str(record["reason"]))
+    lease.save(host, name, record)
+    if stack == netstack.OWN:
+        was_up = dev.operstate == "up"
+        routing.link_up(host, name)
+    sysctls = dict(routing.RA_SYSCTLS)
+    if table is not None:
+        sysctls.update(routing.SECONDARY_SYSCTLS)
+        sysctls.update(routing.SECONDARY_RA_SYSCTLS)
+    record["sysctl"] = routing.set_sysctls(host, name, sysctls)
+    lease.save(host, name, record)
+    if settings.multiqueue:
+        tune_channels(host, dev)
+
+    address = _obtain(host, settings, dev, record, config)
+    if address is None:
+        routing.restore_sysctls(host, record.pop("sysctl", {}))  # type: ignore[arg-type]
+        if stack == netstack.OWN and not was_up:
+            host.run(["ip", "link", "set", "dev", name, "down"], timeout=routing.IP_TIMEOUT)
+        why = (f"no DHCP lease after {settings.dhcp_retries} attempts of "
+               f"{settings.dhcp_timeout}s; nothing changed")
+        record.update(state=FAILED, reason=why)
+        lease.save(host, name, record)
+        return Outcome(name, FAILED, why)
+    record = lease.load(host, name) or record  # the lease script added what the server said
+    record.update(state=CONFIGURED, address=address,
+                  reason=f"{address} via {stack}" + (f", table {table}" if table else ""))
+    lease.save(host, name, record)
+    return Outcome(name, CONFIGURED, str(record["reason"]), address)
+
+
+def _obtain(host: Host, settings: Settings, dev: NetDevice, record: Dict[str, object],
+            config: Optional[str]) -> Optional[str]:
+    """Get a lease through the chosen stack, with a bounded backoff between attempts; the
+    address (cidr) on success. A failed attempt leaves nothing behind."""
+    for attempt in range(1, settings.dhcp_retries + 1):
+        address = _attempt(host, settings, dev, record, config)
+        if address or host.dry_run:
+            return address or "(planned)"
+        if attempt < settings.dhcp_retries:
+            wait = backoff(attempt)
+            log.warning("iface %s: no DHCP lease within %ss (attempt %d of %d); retrying in %ss",
+                        dev.name, settings.dhcp_timeout, attempt, settings.dhcp_retries, wait)
+            time.sleep(wait)
+        else:
+            log.warning("iface %s: no DHCP lease within %ss (attempt %d of %d); giving up",
+                        dev.name, settings.dhcp_timeout, attempt, settings.dhcp_retries)
+    return None
+
+
+def _attempt(host: Host, settings: Settings, dev: NetDevice, record: Dict[str, object],
+             config: Optional[str]) -> Optional[str]:
+    stack, table = record["stack"], record.get("table")
+    timeout = settings.dhcp_timeout
+    if stack == netstack.OWN:
+        client = str(record["client"])
+        script = dhcp.write_script(host, config)
+        argv = dhcp.start_argv(host, client, dev.name, script, timeout, table is not None)
+        result = host.run(argv, timeout=timeout + 15)
+        current = lease.load(host, dev.name) or {}
+        if result.ok and current.get("lease"):
+            return str(current["address"])
+        dhcp.stop(host, client, dev.name, script)  # a client that timed out must not linger
+        return None
+    if stack == netstack.NETWORKD:
+        path = netstack.networkd_file(dev.name)
+        host.write_text(path, netstack.networkd_text(dev, table, None))
+        netstack.networkd_reload(host)
+        address = netstack.wait_address(host, dev.name, timeout)
+        found = netstack.networkd_lease(host, dev)
+        if address and table is not None:
+            host.write_text(path, netstack.networkd_text(dev, table, address.split("/")[0]))
+            netstack.networkd_reload(host)
+    else:
+        profile = netstack.nm_profile(dev.name)
+        host.run(["nmcli", "connection", "delete", profile], timeout=netstack.QUERY_TIMEOUT)
+        host.run(netstack.nm_add_argv(dev, table, timeout), timeout=netstack.QUERY_TIMEOUT)
+        host.run(["nmcli", "--wait", str(timeout), "connection", "up", profile],
+                 timeout=timeout + 15)
+        address = netstack.wait_address(host, dev.name, 1)
+        found = netstack.nm_lease(host, dev)
+        if address and table is not None:
+            host.run(netstack.nm_rule_argv(dev, table, address.split("/")[0]),
+                     timeout=netstack.QUERY_TIMEOUT)
+            host.run(["nmcli", "device", "reapply", dev.name], timeout=netstack.QUERY_TIMEOUT)
+    if address:
+        if found:
+            record["lease"] = found.as_dict()
+        return address
+    _unconfigure_stack(host, dev.name, record)
+    return None
+
+
+def tune_channels(host: Host, dev: NetDevice) -> None:
+    """CONFIG_MULTIQUEUE: one virtio-net queue pair per online vCPU, up to the device's maximum."""
+    if dev.driver != "virtio_net":
+        return
+    shown = host.run(["ethtool", "-l", dev.name], timeout=ETHTOOL_TIMEOUT, changes=False)
+    if shown.returncode == 127:
+        log.info("iface %s: ethtool not installed, queues left as they are", dev.name)
+        return
+    wanted = channels(cpu.online_count(host), shown.stdout) if shown.ok else None
+    if wanted is None or wanted[0] == wanted[1]:
+        return
+    result = host.run(["ethtool", "-L", dev.name, "combined", str(wanted[0])],
+                      timeout=ETHTOOL_TIMEOUT)
+    if result.ok:
+        log.info("iface %s: %d combined queues (was %d)", dev.name, *wanted)
+    else:
+        log.warning("iface %s: ethtool -L combined %d: %s", dev.name, wanted[0], result.why())
+
+
+def retune_all(host: Host, settings: Settings) -> None:
+    """After vCPUs changed: re-tune the queues of every interface we configured."""
+    if not settings.multiqueue:
+        return
+    for name in lease.recorded(host):
+        try:
+            tune_channels(host, netdev.read(host, name))
+        except netdev.NoSuchInterface:
+            continue
+
+
+# -- lease events (the DHCP client's script) ------------------------------------------------------
+def lease_event(host: Host, event: Optional[str], env: Mapping[str, str]) -> int:
+    """Apply one event of our DHCP client. The exit status matters to dhclient for TIMEOUT only
+    (0 would make it trust an old lease without a server)."""
+    name = netdev.checked_name(env.get("interface", ""))
+    reason = event or env.get("reason", "")
+    record = lease.load(host, name)
+    if record is None:
+        log.warning("iface %s: lease event %s for an interface we did not attach; ignored",
+                    name, reason[:32])
+        return 0
+    table = record.get("table")
+    table = int(table) if isinstance(table, int) else None
+    previous = _recorded_lease(record)
+    if reason == "PREINIT":
+        return 0 if routing.link_up(host, name) else 1
+    if reason in BIND_EVENTS:
+        try:
+            new = lease.from_udhcpc_env(env) if event else lease.from_env(env)
+        except LeaseError as e:
+            log.error("iface %s: lease rejected: %s", name, e)
+            return 1
+        ok = routing.apply_lease(host, name, new, table, previous)
+        record.update(lease=new.as_dict(), address=new.cidr)
+        lease.save(host, name, record)
+        log.info("iface %s: %s %s, gateway %s%s", name, reason.lower(), new.cidr,
+                 new.gateway or "none", f", table {table}" if table else "")
+        return 0 if ok else 1
+    if reason in UNBIND_EVENTS:
+        if previous is not None:
+            routing.clear_lease(host, name, previous, table)
+            record.pop("lease", None)
+            record.pop("address", None)
+            lease.save(host, name, record)
+            log.info("iface %s: %s, %s removed", name, reason.lower(), previous.cidr)
+        return 0
+    if reason == "TIMEOUT":
+        return 1
+    return 0
+
+
+def _recorded_lease(record: Mapping[str, object]) -> Optional[Lease]:
+    data = record.get("lease")
+    if not isinstance(data, dict):
+        return None
+    try:
+        return Lease(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+    except TypeError:
+        return None
+
+
+# -- detach --------------------------------------------------------------------------------------
+def detach(host: Host, settings: Settings, name: str, config: Optional[str] = None) -> Outcome:
+    name = netdev.checked_name(name)
+    record = lease.load(host, name)
+    if record is None or record.get("state") in (SKIPPED, LEFT):
+        if record is not None:
+            lease.forget(host, name)
+        return Outcome(name, UNCHANGED, "nothing of ours to remove").report(host)
+    if not host.dry_run:
+        run_hook(host, settings.hook_dir, "pre-iface-detach", [name])
+    with host.lock(f"iface-{name}"):
+        record = lease.load(host, name) or record
+        _unconfigure_stack(host, name, record, config)
+        previous = _recorded_lease(record)
+        table = record.get("table")
+        table = int(table) if isinstance(table, int) else None
+        if previous is not None:
+            routing.clear_lease(host, name, previous, table)
+        elif table is not None:
+            routing.remove_rules(host, table)
+            host.run(["ip", "route", "flush", "table", str(table)], timeout=routing.IP_TIMEOUT)
+        sysctl = record.get("sysctl")
+        routing.restore_sysctls(host, sysctl if isinstance(sysctl, dict) else {})
+        lease.forget(host, name)
+    return Outcome(name, DETACHED, "lease released, routing table, rule and runtime files "
+                                   "removed").report(host)
+
+
+def _unconfigure_stack(host: Host, name: str, record: Mapping[str, object],
+                       config: Optional[str] = None) -> None:
+    stack = record.get("stack")
+    if stack == netstack.OWN and record.get("client"):
+        script = dhcp.write_script(host, config)
+        dhcp.stop(host, str(record["client"]), name, script)
+    elif stack == netstack.NETWORKD:
+        if host.remove(netstack.networkd_file(name)):
+            netstack.networkd_reload(host)
+    elif stack == netstack.NM:
+        host.run(["nmcli", "connection", "delete", netstack.nm_profile(name)],
+                 timeout=netstack.QUERY_TIMEOUT)
+
+
+# -- boot and status ------------------------------------------------------------------------------
+def attach_all(host: Host, settings: Settings, config: Optional[str] = None) -> List[Outcome]:
+    """Every interface present. Under systemd, each goes to its gandi-iface@ unit, which owns the
+    DHCP client for as long as the interface lives; elsewhere (or in a dry run), here."""
+    outcomes = []
+    delegate = host.exists("/run/systemd/system") and not host.dry_run and host.root == "/"
+    for name in netdev.names(host):
+        dev = netdev.read(host, name)
+        why = skip_reason(dev, settings)
+        if why:
+            outcomes.append(Outcome(name, SKIPPED, why).report(host))
+        elif delegate:
+            result = host.run(["systemctl", "--no-block", "start", f"gandi-iface@{name}.service"],
+                              timeout=15)
+            state, reason = (CONFIGURED, "handed to gandi-iface@ unit") if result.ok else \
+                (FAILED, f"systemctl start gandi-iface@{name}: {result.why()}")
+            outcomes.append(Outcome(name, state, reason).report(host))
+        else:
+            outcomes.append(attach(host, settings, name, config))
+    return outcomes
+
+
+def status(host: Host) -> List[Dict[str, object]]:
+    rows = []
+    for name in sorted(set(netdev.names(host)) | set(lease.recorded(host))):
+        record = lease.load(host, name) or {}
+        try:
+            dev: Optional[NetDevice] = netdev.read(host, name)
+        except netdev.NoSuchInterface:
+            dev = None
+        if dev is not None and dev.loopback:
+            continue
+        table = record.get("table")
+        data = record.get("lease") if isinstance(record.get("lease"), dict) else {}
+        rows.append({
+            "interface": name,
+            "mac": dev.mac if dev else record.get("mac"),
+            "driver": (dev.driver if dev else record.get("driver")) or "-",
+            "operstate": dev.operstate if dev else "gone",
+            "addresses": routing.all_addresses(host, name) if dev else [],
+            "stack": record.get("stack"),
+            "table": table,
+            "rules": routing.rules(host, int(table)) if isinstance(table, int) and dev else [],
+            "state": record.get("state", "-"),
+            "reason": record.get("reason", "not seen by gandi-vm"),
+            "lease": {k: data.get(k) for k in ("gateway", "dns", "search", "domain", "hostname")
+                      } if data else None,
+        })
+    return rows

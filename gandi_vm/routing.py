@@ -1,0 +1,165 @@
+"""Addresses, routes, policy rules and per-interface sysctls, through `ip` and /proc/sys.
+
+A secondary interface gets a routing table of its own, number TABLE_BASE + ifindex (distinct for
+every interface present, and computable again by the lease hook without any state), holding its
+subnet and its gateway as default route, plus a rule `from <address> lookup <table>` at the same
+priority: replies leave through the interface the request came in on. The main table, where the
+primary interface's default route lives, is never written for a secondary interface.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Dict, List, Optional
+
+from gandi_vm.host import Host
+from gandi_vm.lease import Lease
+
+log = logging.getLogger("gandi")
+
+IP_TIMEOUT = 10
+TABLE_BASE = 10000  # + ifindex; below 32766, the priority of the rule that looks up main
+
+# Multi-homed hosts: answer ARP only for addresses of the interface asked (arp_ignore=1), use the
+# best local address as ARP source (arp_announce=2), and accept replies arriving on the "wrong"
+# interface (loose rp_filter=2), since the main table routes them elsewhere.
+SECONDARY_SYSCTLS = {
+    "/proc/sys/net/ipv4/conf/{}/arp_announce": "2",
+    "/proc/sys/net/ipv4/conf/{}/arp_ignore": "1",
+    "/proc/sys/net/ipv4/conf/{}/rp_filter": "2",
+}
+# Router advertisements are accepted (2: even if forwarding is on); a secondary interface takes
+# addresses and routes from them but not a second IPv6 default route in the main table.
+RA_SYSCTLS = {"/proc/sys/net/ipv6/conf/{}/accept_ra": "2"}
+SECONDARY_RA_SYSCTLS = {"/proc/sys/net/ipv6/conf/{}/accept_ra_defrtr": "0"}
+
+
+def table_for(ifindex: int) -> int:
+    return TABLE_BASE + ifindex
+
+
+def _ip_json(host: Host, args: List[str]) -> List[Dict[str, object]]:
+    result = host.run(["ip", "-j", *args], timeout=IP_TIMEOUT, changes=False)
+    if not result.ok or not result.stdout.strip():
+        return []
+    try:
+        data = json.loads(result.stdout)
+    except ValueError:
+        return []
+    return [item for item in data if isinstance(item, dict)] if isinstance(data, list) else []
+
+
+def default_route_interface(host: Host) -> Optional[str]:
+    """The interface of the main table's IPv4 default route with the lowest metric: the primary."""
+    routes = _ip_json(host, ["-4", "route", "show", "default", "table", "main"])
+    routes.sort(key=lambda r: int(r.get("metric", 0) or 0))
+    return str(routes[0]["dev"]) if routes and routes[0].get("dev") else None
+
+
+def ipv4_addresses(host: Host, name: str) -> List[str]:
+    """Global IPv4 addresses of the interface, as address/prefixlen."""
+    found = []
+    for link in _ip_json(host, ["-4", "addr", "show", "dev", name]):
+        for info in link.get("addr_info", []) or []:
+            if isinstance(info, dict) and info.get("scope") == "global":
+                found.append(f"{info.get('local')}/{info.get('prefixlen')}")
+    return found
+
+
+def all_addresses(host: Host, name: str) -> List[str]:
+    found = []
+    for link in _ip_json(host, ["addr", "show", "dev", name]):
+        for info in link.get("addr_info", []) or []:
+            if isinstance(info, dict) and info.get("scope") == "global":
+                found.append(f"{info.get('local')}/{info.get('prefixlen')}")
+    return found
+
+
+def _ip(host: Host, args: List[str]) -> bool:
+    result = host.run(["ip", *args], timeout=IP_TIMEOUT)
+    if not result.ok:
+        log.warning("ip %s: %s", " ".join(args), result.why())
+    return result.ok
+
+
+def link_up(host: Host, name: str) -> bool:
+    return _ip(host, ["link", "set", "dev", name, "up"])
+
+
+def apply_lease(host: Host, name: str, lease: Lease, table: Optional[int],
+                previous: Optional[Lease]) -> bool:
+    """Put the lease's address and routes in place; table None means the primary interface,
+    whose gateway goes into the main table. Idempotent: `replace` everywhere."""
+    if previous is not None and previous.cidr != lease.cidr:
+        clear_lease(host, name, previous, table)
+    lifetime = ["valid_lft", str(lease.lease_time), "preferred_lft", str(lease.lease_time)] \
+        if lease.lease_time else []
+    ok = _ip(host, ["addr", "replace", lease.cidr, "broadcast", "+", "dev", name, *lifetime])
+    if table is None:
+        holder = default_route_interface(host)
+        if lease.gateway and holder in (None, name):
+            ok &= _ip(host, ["route", "replace", "default", "via", lease.gateway, "dev", name])
+        elif lease.gateway:
+            log.info("iface %s: the default route is on %s now; leaving it there", name, holder)
+        return ok
+    ok &= _ip(host, ["route", "replace", lease.network, "dev", name, "src", lease.address,
+                     "table", str(table)])
+    if lease.gateway:
+        ok &= _ip(host, ["route", "replace", "default", "via", lease.gateway, "dev", name,
+                         "table", str(table)])
+    # `ip rule add` accepts duplicates: drop ours (found by its priority) before adding it again.
+    remove_rules(host, table)
+    ok &= _ip(host, ["rule", "add", "from", lease.address, "lookup", str(table),
+                     "priority", str(table)])
+    return ok
+
+
+def clear_lease(host: Host, name: str, lease: Lease, table: Optional[int]) -> None:
+    """Remove what apply_lease put in place. Safe when the interface is already gone."""
+    if table is not None:
+        remove_rules(host, table)
+        host.run(["ip", "route", "flush", "table", str(table)], timeout=IP_TIMEOUT)
+    elif lease.gateway:
+        host.run(["ip", "route", "del", "default", "via", lease.gateway, "dev", name],
+                 timeout=IP_TIMEOUT)
+    host.run(["ip", "addr", "del", lease.cidr, "dev", name], timeout=IP_TIMEOUT)
+
+
+def remove_rules(host: Host, table: int) -> None:
+    """Delete the rules at our priority that look up our table, and nothing else."""
+    for rule in _ip_json(host, ["rule", "show", "priority", str(table)]):
+        if str(rule.get("table")) == str(table) and rule.get("src"):
+            selector = f"{rule['src']}/{rule.get('srclen', 32)}"
+            _ip(host, ["rule", "del", "from", selector, "lookup", str(table),
+                       "priority", str(table)])
+
+
+def rules(host: Host, table: int) -> List[str]:
+    return [f"from {r.get('src')} lookup {r.get('table')}"
+            for r in _ip_json(host, ["rule", "show", "priority", str(table)])]
+
+
+def set_sysctls(host: Host, name: str, wanted: Dict[str, str]) -> Dict[str, str]:
+    """Write each /proc/sys value; returns the previous values of those we changed (to restore)."""
+    previous: Dict[str, str] = {}
+    for template, value in wanted.items():
+        path = template.format(name)
+        before = host.read_attr(path)
+        if before is None:
+            continue  # no IPv6 on this kernel, or the interface is gone
+        try:
+            if host.write_attr(path, value):
+                previous[path] = before
+        except OSError as e:
+            log.warning("iface %s: cannot set %s=%s: %s", name, path, value, e.strerror)
+    return previous
+
+
+def restore_sysctls(host: Host, previous: Dict[str, str]) -> None:
+    for path, value in previous.items():
+        if host.read_attr(path) is not None:
+            try:
+                host.write_attr(path, value)
+            except OSError as e:
+                log.warning("cannot restore %s=%s: %s", path, value, e.strerror)
