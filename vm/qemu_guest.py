@@ -197,6 +197,17 @@ def make_disk(path: Path, fstype: str, label: str = "", size_mb: int = 64) -> Pa
     return path
 
 
+FORWARDED_PORT = 7777
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 class Guest:
     """One throwaway VM: root disk in snapshot mode, room to hot-plug disks, vCPUs and memory."""
 
@@ -209,6 +220,9 @@ class Guest:
         self.process: Optional[subprocess.Popen] = None
         self.accel = "kvm" if kvm_usable(image / "vmlinuz") else "tcg"
         self._disks: Dict[str, str] = {}  # device id -> node name
+        # The first NIC's user-mode network forwards this host port to the guest's FORWARDED_PORT,
+        # so a test can reach the guest through that NIC (the agent goes through virtio-serial).
+        self.forwarded_port = _free_port()
 
     def command(self) -> List[str]:
         argv = [QEMU, "-machine", "pc", "-accel", self.accel, "-cpu",
@@ -224,7 +238,8 @@ class Guest:
                 "-append", CMDLINE,
                 "-drive", f"file={self.image / 'rootfs.raw'},format=raw,if=none,id=root,snapshot=on",
                 "-device", "virtio-blk-pci,drive=root",
-                "-netdev", "user,id=net0", "-device", "virtio-net-pci,netdev=net0"]
+                "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{self.forwarded_port}-:{FORWARDED_PORT}",
+                "-device", "virtio-net-pci,netdev=net0"]
         for index, disk in enumerate(self.boot_disks):
             argv += ["-drive", f"file={disk},format=raw,if=none,id=boot{index}",
                      "-device", f"virtio-blk-pci,drive=boot{index},serial=boot{index}"]

@@ -36,8 +36,8 @@ def installed_rule() -> Iterator[Path]:
         target.unlink()
 
 
-def udevadm_test(action: str, name: str) -> str:
-    done = subprocess.run(["udevadm", "test", f"--action={action}", f"/sys/class/block/{name}"],
+def udevadm_test(action: str, name: str, klass: str = "block") -> str:
+    done = subprocess.run(["udevadm", "test", f"--action={action}", f"/sys/class/{klass}/{name}"],
                           capture_output=True, text=True, timeout=60, check=False)
     return done.stdout + done.stderr
 
@@ -62,6 +62,22 @@ def test_rule_delegates_add_and_change_of_a_disk_but_not_bind(installed_rule):
     assert "gandi-disk@" not in udevadm_test("bind", disk)
 
 
+def test_rule_delegates_a_device_backed_interface_on_add_only(installed_rule):
+    backed = sorted(os.path.basename(p) for p in glob.glob("/sys/class/net/*")
+                    if os.path.exists(f"{p}/device") and "-" not in os.path.basename(p))
+    if not backed:
+        pytest.skip("no interface backed by a device on this machine to evaluate the rule on")
+    nic = backed[0]
+    output = udevadm_test("add", nic, "net")
+    unopenable = [line for line in output.splitlines() if line.startswith("Failed to open device")]
+    if unopenable:  # seen in containers whose /sys belongs to another network namespace
+        pytest.skip(f"udevadm cannot evaluate rules on {nic} here: {unopenable[0]}")
+    assert f"SYSTEMD_WANTS=gandi-iface@{nic}.service" in output
+    for action in ("change", "move", "bind"):
+        assert "gandi-iface@" not in udevadm_test(action, nic, "net"), action
+    assert "gandi-iface@" not in udevadm_test("add", "lo", "net"), "loopback is virtual"
+
+
 def test_units_pass_systemd_analyze_verify(tmp_path):
     require("systemd-analyze")
     system_units = next((d for d in UNIT_DIRS if os.path.isdir(d)), None)
@@ -78,7 +94,8 @@ def test_units_pass_systemd_analyze_verify(tmp_path):
     (tmp_path / "usr/bin/gandi-vm").chmod(0o755)
 
     done = subprocess.run(["systemd-analyze", "verify", "--man=no", f"--root={tmp_path}",
-                           "gandi-mount.service", "gandi-disk@vdb.service"],
+                           "gandi-mount.service", "gandi-disk@vdb.service",
+                           "gandi-iface@ens4.service"],
                           capture_output=True, text=True, timeout=60, check=False)
     # verify exits 0 on some problems (an ignored bad line): any output at all is a finding.
     assert (done.returncode, done.stdout + done.stderr) == (0, "")

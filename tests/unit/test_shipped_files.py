@@ -35,8 +35,11 @@ def test_udev_rule_filters_actions_and_only_delegates():
     assert any('ACTION!="add|change"' in line for line in lines)
     assert not any("RUN" in line or "PROGRAM" in line or "IMPORT{program}" in line for line in lines)
     wanted = re.findall(r'SYSTEMD_WANTS}\+="([^"]+)"', RULES.read_text())
-    assert wanted == ["gandi-disk@%k.service"]
+    assert wanted == ["gandi-disk@%k.service", "gandi-iface@$name.service"]
     assert (REPO / "systemd" / "gandi-disk@.service").is_file()
+    assert (REPO / "systemd" / "gandi-iface@.service").is_file()
+    net = RULES.read_text().split('LABEL="gandi_net"')[1]
+    assert 'ACTION!="add"' in net, "interfaces: add only (no move, bind, change)"
 
 
 @pytest.mark.parametrize("unit", UNITS, ids=lambda p: p.name)
@@ -54,6 +57,11 @@ def test_disk_unit_is_bound_to_its_device_and_follows_its_reloads():
     unit = _unit(REPO / "systemd" / "gandi-disk@.service")["Unit"]
     assert unit["BindsTo"] == "dev-%i.device"
     assert unit["ReloadPropagatedFrom"] == "dev-%i.device"
+
+
+def test_iface_unit_is_bound_to_its_interface():
+    unit = _unit(REPO / "systemd" / "gandi-iface@.service")["Unit"]
+    assert unit["BindsTo"] == "sys-subsystem-net-devices-%i.device"
 
 
 def test_debian_changelog_names_the_version_the_source_defines():
