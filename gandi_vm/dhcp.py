@@ -17,7 +17,8 @@ from gandi_vm.lease import STATE_DIR
 
 CLIENTS = ("dhclient", "dhcpcd", "udhcpc")  # in order of preference when several are installed
 _BIN_DIRS = ("/usr/sbin", "/sbin", "/usr/bin", "/bin")
-SCRIPT = f"{STATE_DIR}/lease-script"
+# Not under /run: Debian's initramfs mounts /run noexec, and the client must execute the script.
+SCRIPT = "/var/lib/gandi-vm/lease-script"
 STOP_TIMEOUT = 20
 
 
@@ -31,7 +32,7 @@ def installed(host: Host) -> Optional[str]:
 def write_script(host: Host, config: Optional[str]) -> str:
     """The executable the client calls on each lease event: this very gandi_vm package, with the
     same root and configuration, whatever environment the client gives its script (dhclient
-    gives almost none). Regenerated under /run, so it follows the installed interpreter."""
+    gives almost none). Rewritten at each attach, so it follows the installed interpreter."""
     package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     argv = ["--root", host.root, *(["--config", config] if config else []), "iface", "lease"]
     text = (f"#!{sys.executable} -sE\n"
@@ -74,9 +75,12 @@ def start_argv(host: Host, client: str, name: str, script: str, timeout: int,
 
 
 def stop(host: Host, client: str, name: str, script: str) -> None:
-    """Release the lease and end the client we started for this interface (and nothing else)."""
+    """Release the lease and end the client we started for this interface (and nothing else).
+    An unplugged interface has nothing to release through: the client is only ended."""
     files = _files(host, client, name)
-    if client == "dhclient":
+    if not host.exists(f"/sys/class/net/{name}"):
+        pass
+    elif client == "dhclient":
         host.run(["dhclient", "-4", "-r", "-cf", "/dev/null", "-sf", script, "-pf", files["pid"],
                   "-lf", files["leases"], name], timeout=STOP_TIMEOUT)
     elif client == "dhcpcd":

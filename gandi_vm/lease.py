@@ -92,7 +92,7 @@ def _domains(value: str) -> Tuple[str, ...]:
 
 
 def _seconds(value: str) -> Optional[int]:
-    return int(value) if value.isdigit() and len(value) < 11 else None
+    return int(value) if value.isascii() and value.isdigit() and len(value) < 11 else None
 
 
 def from_env(env: Mapping[str, str], prefix: str = "new_") -> Lease:

@@ -182,7 +182,7 @@ def _attach(host: Host, settings: Settings, name: str, config: Optional[str]) ->
         record.update(state=FAILED, reason=why)
         lease.save(host, name, record)
         return Outcome(name, FAILED, why)
-    record = lease.load(host, name) or record  # the lease script added what the server said
+    record.update(lease.load(host, name) or {})  # the lease script added what the server said
     record.update(state=CONFIGURED, address=address,
                   reason=f"{address} via {stack}" + (f", table {table}" if table else ""))
     lease.save(host, name, record)
@@ -217,6 +217,8 @@ def _attempt(host: Host, settings: Settings, dev: NetDevice, record: Dict[str, o
         script = dhcp.write_script(host, config)
         argv = dhcp.start_argv(host, client, dev.name, script, timeout, table is not None)
         result = host.run(argv, timeout=timeout + 15)
+        if host.dry_run:
+            return None  # nothing started, nothing to stop; _obtain reports the plan
         current = lease.load(host, dev.name) or {}
         if result.ok and current.get("lease"):
             return str(current["address"])
@@ -247,7 +249,8 @@ def _attempt(host: Host, settings: Settings, dev: NetDevice, record: Dict[str, o
         if found:
             record["lease"] = found.as_dict()
         return address
-    _unconfigure_stack(host, dev.name, record)
+    if not host.dry_run:
+        _unconfigure_stack(host, dev.name, record)
     return None
 
 
@@ -275,6 +278,8 @@ def retune_all(host: Host, settings: Settings) -> None:
     if not settings.multiqueue:
         return
     for name in lease.recorded(host):
+        if (lease.load(host, name) or {}).get("state") != CONFIGURED:
+            continue
         try:
             tune_channels(host, netdev.read(host, name))
         except netdev.NoSuchInterface:
@@ -381,7 +386,10 @@ def attach_all(host: Host, settings: Settings, config: Optional[str] = None) -> 
     outcomes = []
     delegate = host.exists("/run/systemd/system") and not host.dry_run and host.root == "/"
     for name in netdev.names(host):
-        dev = netdev.read(host, name)
+        try:
+            dev = netdev.read(host, name)
+        except netdev.NoSuchInterface:
+            continue  # unplugged while we were going through the list
         why = skip_reason(dev, settings)
         if why:
             outcomes.append(Outcome(name, SKIPPED, why).report(host))

@@ -78,5 +78,6 @@ def _kind(host: Host, base: str) -> str:
 
 
 def names(host: Host) -> List[str]:
-    return [n for n in host.listdir("/sys/class/net") if _NAME.fullmatch(n)]
+    return [n for n in host.listdir("/sys/class/net")
+            if _NAME.fullmatch(n) and host.exists(f"/sys/class/net/{n}/ifindex")]
 

@@ -147,7 +147,7 @@ def networkd_text(dev: NetDevice, table: Optional[int], address: Optional[str]) 
         lines += [f"RouteTable={table}", "", "[IPv6AcceptRA]", "UseGateway=no"]
         if address:
             lines += ["", "[RoutingPolicyRule]", f"From={address}/32", f"Table={table}",
-                      f"Priority={table}"]
+                      f"Priority={routing.priority_for(table)}"]
     return "\n".join(lines) + "\n"
 
 
@@ -207,7 +207,7 @@ def nm_add_argv(dev: NetDevice, table: Optional[int], timeout: int) -> List[str]
 
 def nm_rule_argv(dev: NetDevice, table: int, address: str) -> List[str]:
     return ["nmcli", "connection", "modify", nm_profile(dev.name), "ipv4.routing-rules",
-            f"priority {table} from {address} table {table}"]
+            f"priority {routing.priority_for(table)} from {address} table {table}"]
 
 
 def nm_lease(host: Host, dev: NetDevice) -> Optional[Lease]:

@@ -39,6 +39,12 @@ def table_for(ifindex: int) -> int:
     return TABLE_BASE + ifindex
 
 
+def priority_for(table: int) -> int:
+    """The rule's priority: the table number while it is below 32766 (`lookup main`), folded
+    below it beyond; rules are told apart by their table, so a shared priority is harmless."""
+    return TABLE_BASE + (table - TABLE_BASE) % (32766 - TABLE_BASE)
+
+
 def _ip_json(host: Host, args: List[str]) -> List[Dict[str, object]]:
     result = host.run(["ip", "-j", *args], timeout=IP_TIMEOUT, changes=False)
     if not result.ok or not result.stdout.strip():
@@ -111,7 +117,7 @@ def apply_lease(host: Host, name: str, lease: Lease, table: Optional[int],
     # `ip rule add` accepts duplicates: drop ours (found by its priority) before adding it again.
     remove_rules(host, table)
     ok &= _ip(host, ["rule", "add", "from", lease.address, "lookup", str(table),
-                     "priority", str(table)])
+                     "priority", str(priority_for(table))])
     return ok
 
 
@@ -128,16 +134,17 @@ def clear_lease(host: Host, name: str, lease: Lease, table: Optional[int]) -> No
 
 def remove_rules(host: Host, table: int) -> None:
     """Delete the rules at our priority that look up our table, and nothing else."""
-    for rule in _ip_json(host, ["rule", "show", "priority", str(table)]):
+    for rule in _ip_json(host, ["rule", "show", "priority", str(priority_for(table))]):
         if str(rule.get("table")) == str(table) and rule.get("src"):
             selector = f"{rule['src']}/{rule.get('srclen', 32)}"
             _ip(host, ["rule", "del", "from", selector, "lookup", str(table),
-                       "priority", str(table)])
+                       "priority", str(priority_for(table))])
 
 
 def rules(host: Host, table: int) -> List[str]:
     return [f"from {r.get('src')} lookup {r.get('table')}"
-            for r in _ip_json(host, ["rule", "show", "priority", str(table)])]
+            for r in _ip_json(host, ["rule", "show", "priority", str(priority_for(table))])
+            if str(r.get("table")) == str(table)]
 
 
 def set_sysctls(host: Host, name: str, wanted: Dict[str, str]) -> Dict[str, str]:

@@ -44,7 +44,11 @@ def render(disks: Sequence[Dict[str, object]], interfaces: Sequence[Dict[str, ob
 def _cell(value: object) -> str:
     if isinstance(value, (list, tuple)):
         return ",".join(str(v) for v in value) or "-"
-    return str(value) if value not in (None, "") else "-"
+    if value in (None, ""):
+        return "-"
+    # Lease values come from the network: no newline or escape sequence reaches the terminal.
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                   for c in str(value))
 
 
 def _table(columns: Sequence[str], rows: List[List[str]]) -> str:

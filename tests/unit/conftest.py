@@ -12,8 +12,8 @@ from fakesys import FakeHost, system
 # Load every module before the first test: pyfakefs unloads, after each test, the modules first
 # imported during it, and cli/disk import lazily. A module imported anew while another still
 # holds the old copy gives two NoSuchDevice classes, and `except NoSuchDevice` stops matching.
-for _module in ("blockdev", "cli", "config", "disk", "filesystems", "hooks", "host", "labels",
-                "mounts", "state", "status"):
+for _module in ("blockdev", "cli", "config", "cpu", "dhcp", "disk", "filesystems", "hooks", "host",
+                "labels", "lease", "mounts", "net", "netdev", "netstack", "routing", "state", "status"):
     importlib.import_module(f"gandi_vm.{_module}")
 
 @pytest.fixture

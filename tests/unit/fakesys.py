@@ -1,6 +1,7 @@
 """Fake-system builders for the unit tests (used by conftest.py and imported by test modules):
-sysfs block devices, /proc/self/mountinfo, and a Host whose commands return canned results and
-are recorded (argv lists) instead of being executed.
+sysfs block devices and network interfaces, /proc/self/mountinfo, per-interface /proc/sys values,
+and a Host whose commands return canned results and are recorded (argv lists) instead of being
+executed.
 
 Everything here writes through the patched `os`/`open` of the pyfakefs `fs` fixture, so the code
 under test sees an ordinary tree rooted at "/" (or at `root` when a test uses --root).
@@ -141,6 +142,63 @@ def blkid_udev(fstype: str = "ext4", label: Optional[str] = None, uuid: str = ""
         lines.append(f"ID_FS_USAGE={usage}")
     lines += [f"{k}={v}" for k, v in extra.items()]
     return "".join(line + "\n" for line in lines)
+
+
+# -- network interfaces ---------------------------------------------------------------------
+ARPHRD_ETHER, ARPHRD_LOOPBACK = 1, 772
+
+
+def add_nic(fs, name: str, ifindex: int, mac: str, driver: str = "virtio_net", backed: bool = True,
+            kind: str = "", operstate: str = "down", root: str = "/") -> str:
+    """An interface as the kernel shows it: /sys/class/net/NAME is a link to its directory.
+
+    backed: a virtio NIC (directory under a PCI/virtio device, a `device` link to it, and the
+    device's `driver` link to /sys/bus/virtio/drivers/DRIVER); otherwise a software interface
+    under /sys/devices/virtual/net. kind: bridge, vlan or bond (DEVTYPE= in uevent), tun
+    (a tun_flags attribute), anything else leaves no trace. Returns the directory (guest path)."""
+    if backed:
+        device = f"/sys/devices/pci0000:00/0000:00:{ifindex + 2:02x}.0/virtio{ifindex}"
+        base = f"{device}/net/{name}"
+    else:
+        base = f"/sys/devices/virtual/net/{name}"
+    _write(_at(root, f"{base}/ifindex"), f"{ifindex}\n")
+    _write(_at(root, f"{base}/address"), f"{mac}\n")
+    _write(_at(root, f"{base}/type"), f"{ARPHRD_LOOPBACK if name == 'lo' else ARPHRD_ETHER}\n")
+    _write(_at(root, f"{base}/operstate"), f"{operstate}\n")
+    uevent = f"INTERFACE={name}\nIFINDEX={ifindex}\n"
+    if kind in ("bridge", "vlan", "bond"):
+        uevent = f"DEVTYPE={kind}\n" + uevent
+    _write(_at(root, f"{base}/uevent"), uevent)
+    if kind == "tun":
+        _write(_at(root, f"{base}/tun_flags"), "0x1002\n")
+    if backed:
+        # Relative links, as the kernel makes them, so they also resolve under a --root tree.
+        driver_dir = f"/sys/bus/virtio/drivers/{driver}"
+        os.makedirs(_at(root, driver_dir), exist_ok=True)
+        _symlink(os.path.relpath(_at(root, device), _at(root, base)), _at(root, f"{base}/device"))
+        _symlink(os.path.relpath(_at(root, driver_dir), _at(root, device)),
+                 _at(root, f"{device}/driver"))
+    class_link = _at(root, f"/sys/class/net/{name}")
+    _symlink(os.path.relpath(_at(root, base), os.path.dirname(class_link)), class_link)
+    return base
+
+
+# A new interface's /proc/sys values: each differs from what a secondary interface is given.
+SYSCTL_DEFAULTS = {
+    "/proc/sys/net/ipv4/conf/{}/arp_announce": "0",
+    "/proc/sys/net/ipv4/conf/{}/arp_ignore": "0",
+    "/proc/sys/net/ipv4/conf/{}/rp_filter": "1",
+    "/proc/sys/net/ipv6/conf/{}/accept_ra": "1",
+    "/proc/sys/net/ipv6/conf/{}/accept_ra_defrtr": "1",
+}
+
+
+def add_sysctls(fs, name: str, root: str = "/") -> Dict[str, str]:
+    """The interface's /proc/sys/net values; returns {guest path: value} to compare against."""
+    values = {template.format(name): value for template, value in SYSCTL_DEFAULTS.items()}
+    for path, value in values.items():
+        _write(_at(root, path), f"{value}\n")
+    return values
 
 
 Handler = Callable[[List[str]], Result]
