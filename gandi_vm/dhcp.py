@@ -78,16 +78,13 @@ def stop(host: Host, client: str, name: str, script: str) -> None:
     """Release the lease and end the client we started for this interface (and nothing else).
     An unplugged interface has nothing to release through: the client is only ended."""
     files = _files(host, client, name)
-    if not host.exists(f"/sys/class/net/{name}"):
-        pass
-    elif client == "dhclient":
+    present = host.exists(f"/sys/class/net/{name}")
+    if present and client == "dhclient":
         host.run(["dhclient", "-4", "-r", "-cf", "/dev/null", "-sf", script, "-pf", files["pid"],
                   "-lf", files["leases"], name], timeout=STOP_TIMEOUT)
-    elif client == "dhcpcd":
+    elif present and client == "dhcpcd":
         host.run(["dhcpcd", "-4", "-k", "-f", "/dev/null", "-c", script, name],
                  timeout=STOP_TIMEOUT)
-    else:
-        _terminate(host, files["pid"], "udhcpc", name)
     # Whatever the release did, no client of ours may outlive the interface's record.
     _terminate(host, files["pid"], client, name)
     for path in files.values():
