@@ -218,6 +218,11 @@ def _attempt(host: Host, settings: Settings, dev: NetDevice, record: Dict[str, o
         argv = dhcp.start_argv(host, client, dev.name, script, timeout, table is not None)
         result = host.run(argv, timeout=timeout + 15)
         if host.dry_run:
+            after = (f"default route via its gateway in table {table} and `ip rule from "
+                     f"<address> lookup {table}`" if table is not None else
+                     "default route via its gateway in the main table")
+            log.info("iface %s: on each lease, the event script adds the address and the %s",
+                     dev.name, after)
             return None  # nothing started, nothing to stop; _obtain reports the plan
         current = lease.load(host, dev.name) or {}
         if result.ok and current.get("lease"):
