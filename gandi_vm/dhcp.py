@@ -37,7 +37,10 @@ def write_script(host: Host, config: Optional[str]) -> str:
     argv = ["--root", host.root, *(["--config", config] if config else []), "iface", "lease"]
     text = (f"#!{sys.executable} -sE\n"
             "# Written by gandi-vm: the DHCP client's event script (see gandi_vm/dhcp.py).\n"
-            "import sys\n"
+            "import os, sys\n"
+            "# attach brought the link up before it started the client: spare an interpreter.\n"
+            "if os.environ.get('reason') == 'PREINIT':\n"
+            "    sys.exit(0)\n"
             f"sys.path.insert(0, {package_parent!r})\n"
             "from gandi_vm.cli import main\n"
             f"sys.exit(main({argv!r} + sys.argv[1:]))\n")
@@ -66,8 +69,11 @@ def start_argv(host: Host, client: str, name: str, script: str, timeout: int,
     if client == "dhcpcd":
         # dhcpcd puts the address in place itself; -G keeps its gateway out of the main table
         # for a secondary interface (the lease script puts it in the interface's own table).
+        # With no configuration file dhcpcd asks for almost nothing: name the options we keep.
+        options = [word for option in ("domain_name_servers", "domain_name", "domain_search",
+                                       "host_name") for word in ("-o", option)]
         return ["dhcpcd", "-4", "-w", "-t", str(timeout), "-f", "/dev/null", "-c", script,
-                "--noipv4ll", *(["-G"] if secondary else []), name]
+                "--noipv4ll", *options, *(["-G"] if secondary else []), name]
     # udhcpc: -n fails after the tries, -R releases the lease when it is told to stop.
     tries = max(1, timeout // 3)
     return ["udhcpc", "-i", name, "-n", "-R", "-t", str(tries), "-T", "3", "-A", "3",
@@ -82,8 +88,10 @@ def stop(host: Host, client: str, name: str, script: str) -> None:
     if present and client == "dhclient":
         host.run(["dhclient", "-4", "-r", "-cf", "/dev/null", "-sf", script, "-pf", files["pid"],
                   "-lf", files["leases"], name], timeout=STOP_TIMEOUT)
-    elif present and client == "dhcpcd":
-        host.run(["dhcpcd", "-4", "-k", "-f", "/dev/null", "-c", script, name],
+    elif client == "dhcpcd":
+        # dhcpcd keeps its own pid file and renames its processes: ask it to release (-k), or
+        # just to exit (-x) when the interface is gone.
+        host.run(["dhcpcd", "-4", "-k" if present else "-x", "-f", "/dev/null", "-c", script, name],
                  timeout=STOP_TIMEOUT)
     # Whatever the release did, no client of ours may outlive the interface's record.
     _terminate(host, files["pid"], client, name)

@@ -161,7 +161,7 @@ def _attach(host: Host, settings: Settings, name: str, config: Optional[str]) ->
             return Outcome(name, FAILED, str(record["reason"]))
     lease.save(host, name, record)
     if stack == netstack.OWN:
-        was_up = dev.operstate == "up"
+        was_up = record["link_was_up"] = dev.operstate == "up"
         routing.link_up(host, name)
     sysctls = dict(routing.RA_SYSCTLS)
     if table is not None:
@@ -363,6 +363,8 @@ def detach(host: Host, settings: Settings, name: str, config: Optional[str] = No
         elif table is not None:
             routing.remove_rules(host, table)
             host.run(["ip", "route", "flush", "table", str(table)], timeout=routing.IP_TIMEOUT)
+        if record.get("link_was_up") is False and host.exists(f"/sys/class/net/{name}"):
+            host.run(["ip", "link", "set", "dev", name, "down"], timeout=routing.IP_TIMEOUT)
         sysctl = record.get("sysctl")
         routing.restore_sysctls(host, sysctl if isinstance(sysctl, dict) else {})
         lease.forget(host, name)

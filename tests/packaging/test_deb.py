@@ -106,8 +106,12 @@ def test_edits_survive_reinstall_and_upgrade_and_purge_leaves_nothing(
     assert conffile.read_text() == edited  # remove keeps the owner's configuration
     assert not root.path("/lib/systemd/system/gandi-mount.service").exists()
 
+    # What the handlers leave at run time: the DHCP client's event script.
+    root.path("/var/lib/gandi-vm").mkdir(exist_ok=True)
+    root.path("/var/lib/gandi-vm/lease-script").write_text("#!/usr/bin/python3\n")
     root.check("apt-get", "purge", "-y", "-q", "gandi-vm")
     ours = deb_files(built_deb) + [
+        "/var/lib/gandi-vm",
         "/etc/gandi",
         "/etc/systemd/system/multi-user.target.wants/gandi-mount.service",
         "/var/lib/systemd/deb-systemd-helper-enabled/gandi-mount.service.dsh-also",

@@ -91,7 +91,7 @@ def test_dependencies_provides_obsoletes_conflicts(built_rpm: Path):
     assert {"python3 >= 3.9", "python3-pyudev", "python3-psutil", "python3-pyyaml", "systemd",
             "systemd-udev", "e2fsprogs", "iproute", "util-linux"} <= requires
     recommends = set(lines(query(built_rpm, "--recommends")))
-    assert {"xfsprogs", "(dhcp-client or dhcpcd)", "ethtool", "cloud-utils-growpart",
+    assert {"xfsprogs", "(dhcp-client or dhcpcd or busybox)", "ethtool", "cloud-utils-growpart",
             "openssh-server"} <= recommends
     provides = {line.split()[0] for line in lines(query(built_rpm, "--provides"))}
     assert {"gandi-vm", "gandi-hosting-vm", "gandi-hosting-vm2"} <= provides
@@ -124,7 +124,8 @@ SCRIPTLETS = {"post": "%{POSTIN}", "preun": "%{PREUN}", "postun": "%{POSTUN}"}
     ("preun", 0, ["systemctl --no-reload disable gandi-mount.service",
                   f"rm -rf {CODE_DIR}/gandi_vm/__pycache__"]),
     ("preun", 1, []),
-    ("postun", 0, ["systemctl daemon-reload", "udevadm control --reload", "rm -rf /run/gandi"]),
+    ("postun", 0, ["systemctl daemon-reload", "udevadm control --reload",
+                   "rm -rf /run/gandi /var/lib/gandi-vm"]),
     ("postun", 1, ["systemctl daemon-reload", "udevadm control --reload"]),
 ])
 def test_scriptlets_succeed_without_systemd(built_rpm: Path, tmp_path: Path, scriptlet: str,
