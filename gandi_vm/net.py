@@ -125,7 +125,7 @@ def _attach(host: Host, settings: Settings, name: str, config: Optional[str]) ->
     if why:
         return done(SKIPPED, why)
     previous = lease.load(host, name)
-    present = routing.ipv4_addresses(host, name)
+    present = routing.addresses(host, name)
     if previous and previous.get("state") == CONFIGURED and previous.get("address") in present:
         return Outcome(name, UNCHANGED, f"already configured ({previous.get('stack')}, "
                                         f"{previous.get('address')})", str(previous["address"]))
@@ -134,21 +134,9 @@ def _attach(host: Host, settings: Settings, name: str, config: Optional[str]) ->
         return done(LEFT, "holds the default route: configured by someone else")
     if present:
         return done(LEFT, f"already has {present[0]}: configured by someone else")
-    claimed = netstack.configured_in_files(host, dev)
-    if claimed:
-        return done(LEFT, f"configured in {claimed}")
-
-    running = netstack.running(host)
-    nm_state, nm_active = netstack.nm_verdict(host, dev) if netstack.NM in running else ("", "")
-    stack = choose(running, nm_state)
-    if stack == netstack.NM and nm_active and nm_active != netstack.nm_profile(name):
-        owner_file = netstack.nm_profile_file(host, nm_active)
-        if owner_file.startswith("/etc/"):
-            return done(LEFT, f"NetworkManager profile {nm_active!r} ({owner_file})")
-    if stack == netstack.NETWORKD and not host.exists(netstack.networkd_file(name)):
-        verdict = netstack.networkd_verdict(host, dev)
-        if verdict != "unmanaged":
-            return done(LEFT, f"systemd-networkd already manages it ({verdict})")
+    stack, owner = _owner(host, dev)
+    if owner:
+        return done(LEFT, owner)
 
     table = routing.table_for(dev.ifindex) if primary else None
     record.update(role="secondary" if primary else "primary", primary=primary, stack=stack,
@@ -160,23 +148,11 @@ def _attach(host: Host, settings: Settings, name: str, config: Optional[str]) ->
             lease.save(host, name, record)
             return Outcome(name, FAILED, str(record["reason"]))
     lease.save(host, name, record)
-    if stack == netstack.OWN:
-        was_up = record["link_was_up"] = dev.operstate == "up"
-        routing.link_up(host, name)
-    sysctls = dict(routing.RA_SYSCTLS)
-    if table is not None:
-        sysctls.update(routing.SECONDARY_SYSCTLS)
-        sysctls.update(routing.SECONDARY_RA_SYSCTLS)
-    record["sysctl"] = routing.set_sysctls(host, name, sysctls)
-    lease.save(host, name, record)
-    if settings.multiqueue:
-        tune_channels(host, dev)
+    _prepare(host, settings, dev, record)
 
     address = _obtain(host, settings, dev, record, config)
     if address is None:
-        routing.restore_sysctls(host, record.pop("sysctl", {}))  # type: ignore[arg-type]
-        if stack == netstack.OWN and not was_up:
-            host.run(["ip", "link", "set", "dev", name, "down"], timeout=routing.IP_TIMEOUT)
+        _unprepare(host, name, record)
         why = (f"no DHCP lease after {settings.dhcp_retries} attempts of "
                f"{settings.dhcp_timeout}s; nothing changed")
         record.update(state=FAILED, reason=why)
@@ -187,6 +163,49 @@ def _attach(host: Host, settings: Settings, name: str, config: Optional[str]) ->
                   reason=f"{address} via {stack}" + (f", table {table}" if table else ""))
     lease.save(host, name, record)
     return Outcome(name, CONFIGURED, str(record["reason"]), address)
+
+
+def _owner(host: Host, dev: NetDevice) -> Tuple[str, Optional[str]]:
+    """The stack that will configure the interface, and why it is someone else's, if it is: the
+    owner's files in /etc, a NetworkManager profile in /etc, a .network file networkd applies."""
+    claimed = netstack.configured_in_files(host, dev)
+    if claimed:
+        return netstack.OWN, f"configured in {claimed}"
+    running = netstack.running(host)
+    nm_state, nm_active = netstack.nm_verdict(host, dev) if netstack.NM in running else ("", "")
+    stack = choose(running, nm_state)
+    if stack == netstack.NM and nm_active and nm_active != netstack.nm_profile(dev.name):
+        owner_file = netstack.nm_profile_file(host, nm_active)
+        if owner_file.startswith("/etc/"):
+            return stack, f"NetworkManager profile {nm_active!r} ({owner_file})"
+    if stack == netstack.NETWORKD and not host.exists(netstack.networkd_file(dev.name)):
+        verdict = netstack.networkd_verdict(host, dev)
+        if verdict != "unmanaged":
+            return stack, f"systemd-networkd already manages it ({verdict})"
+    return stack, None
+
+
+def _prepare(host: Host, settings: Settings, dev: NetDevice, record: Dict[str, object]) -> None:
+    """Before DHCP: the link up (our own client), the sysctls, the queues. Recorded, so that a
+    failure or a detach puts things back as they were."""
+    if record["stack"] == netstack.OWN:
+        record["link_was_up"] = dev.operstate == "up"
+        routing.link_up(host, dev.name)
+    sysctls = dict(routing.RA_SYSCTLS)
+    if record["table"] is not None:
+        sysctls.update(routing.SECONDARY_SYSCTLS)
+        sysctls.update(routing.SECONDARY_RA_SYSCTLS)
+    record["sysctl"] = routing.set_sysctls(host, dev.name, sysctls)
+    lease.save(host, dev.name, record)
+    if settings.multiqueue:
+        tune_channels(host, dev)
+
+
+def _unprepare(host: Host, name: str, record: Dict[str, object]) -> None:
+    if record.get("link_was_up") is False and host.exists(f"/sys/class/net/{name}"):
+        host.run(["ip", "link", "set", "dev", name, "down"], timeout=routing.IP_TIMEOUT)
+    sysctl = record.pop("sysctl", None)
+    routing.restore_sysctls(host, sysctl if isinstance(sysctl, dict) else {})
 
 
 def _obtain(host: Host, settings: Settings, dev: NetDevice, record: Dict[str, object],
@@ -363,10 +382,7 @@ def detach(host: Host, settings: Settings, name: str, config: Optional[str] = No
         elif table is not None:
             routing.remove_rules(host, table)
             host.run(["ip", "route", "flush", "table", str(table)], timeout=routing.IP_TIMEOUT)
-        if record.get("link_was_up") is False and host.exists(f"/sys/class/net/{name}"):
-            host.run(["ip", "link", "set", "dev", name, "down"], timeout=routing.IP_TIMEOUT)
-        sysctl = record.get("sysctl")
-        routing.restore_sysctls(host, sysctl if isinstance(sysctl, dict) else {})
+        _unprepare(host, name, record)
         lease.forget(host, name)
     return Outcome(name, DETACHED, "lease released, routing table, rule and runtime files "
                                    "removed").report(host)
@@ -428,7 +444,7 @@ def status(host: Host) -> List[Dict[str, object]]:
             "mac": dev.mac if dev else record.get("mac"),
             "driver": (dev.driver if dev else record.get("driver")) or "-",
             "operstate": dev.operstate if dev else "gone",
-            "addresses": routing.all_addresses(host, name) if dev else [],
+            "addresses": routing.addresses(host, name, family="") if dev else [],
             "stack": record.get("stack"),
             "table": table,
             "rules": routing.rules(host, int(table)) if isinstance(table, int) and dev else [],

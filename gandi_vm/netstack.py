@@ -223,7 +223,7 @@ def wait_address(host: Host, name: str, timeout: float) -> Optional[str]:
     """A stack configures the interface in its own time: wait for an IPv4 address."""
     deadline = time.monotonic() + timeout
     while True:
-        found = routing.ipv4_addresses(host, name)
+        found = routing.addresses(host, name)
         if found or time.monotonic() > deadline or host.dry_run:
             return found[0] if found else None
         time.sleep(0.5)

@@ -63,19 +63,10 @@ def default_route_interface(host: Host) -> Optional[str]:
     return str(routes[0]["dev"]) if routes and routes[0].get("dev") else None
 
 
-def ipv4_addresses(host: Host, name: str) -> List[str]:
-    """Global IPv4 addresses of the interface, as address/prefixlen."""
+def addresses(host: Host, name: str, family: str = "-4") -> List[str]:
+    """Global addresses of the interface, as address/prefixlen: IPv4 ("-4") or all ("")."""
     found = []
-    for link in _ip_json(host, ["-4", "addr", "show", "dev", name]):
-        for info in link.get("addr_info", []) or []:
-            if isinstance(info, dict) and info.get("scope") == "global":
-                found.append(f"{info.get('local')}/{info.get('prefixlen')}")
-    return found
-
-
-def all_addresses(host: Host, name: str) -> List[str]:
-    found = []
-    for link in _ip_json(host, ["addr", "show", "dev", name]):
+    for link in _ip_json(host, [*([family] if family else []), "addr", "show", "dev", name]):
         for info in link.get("addr_info", []) or []:
             if isinstance(info, dict) and info.get("scope") == "global":
                 found.append(f"{info.get('local')}/{info.get('prefixlen')}")
