@@ -126,13 +126,22 @@ def networkd_file(name: str) -> str:
 
 
 def networkd_verdict(host: Host, dev: NetDevice) -> str:
-    """networkd's SETUP state for the link: `unmanaged` when no .network file matches it."""
+    """networkd's setup state for the link: `unmanaged` when no .network file matches it.
+
+    Read from networkd's state file (no process, and no D-Bus, which networkctl needs and small
+    guests may lack), else from `networkctl list`."""
     def query() -> Tuple[bool, str]:
-        result = host.run(["networkctl", "list", "--no-pager", "--no-legend", dev.name],
-                          timeout=QUERY_TIMEOUT, changes=False)
-        fields = result.stdout.split()
-        setup = fields[4] if len(fields) >= 5 else ""
-        return setup not in ("", "pending", "initialized"), setup or "unknown"
+        setup = ""
+        try:
+            text = host.read_text(f"/run/systemd/netif/links/{dev.ifindex}")
+            setup = next((line.partition("=")[2] for line in text.splitlines()
+                          if line.startswith("ADMIN_STATE=")), "")
+        except OSError:
+            result = host.run(["networkctl", "list", "--no-pager", "--no-legend", dev.name],
+                              timeout=QUERY_TIMEOUT, changes=False)
+            fields = result.stdout.split()
+            setup = fields[4] if len(fields) >= 5 else ""
+        return setup not in ("", "pending", "initialized"), setup or "no verdict"
 
     return _settle(query)
 

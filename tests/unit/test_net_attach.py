@@ -520,6 +520,17 @@ def test_networkd_configured_interface_is_left_alone(host, networkd):
     assert changes(host.commands) == []
 
 
+@pytest.mark.parametrize("admin_state, state", [("configured", "left"), ("unmanaged", "configured")])
+def test_networkd_verdict_comes_from_its_state_file_without_networkctl(host, networkd, fs,
+                                                                        admin_state, state):
+    ifindex = netdev.read(host, "eth1").ifindex
+    fs.create_file(f"/run/systemd/netif/links/{ifindex}",
+                   contents=f"# This is private data. Do not parse.\nADMIN_STATE={admin_state}\n")
+    networkd.networkd_setup = ["pending"]  # what networkctl would say: must not be asked
+    assert net.attach(host, SETTINGS, "eth1").state == state
+    assert ["networkctl", "list", "--no-pager", "--no-legend", "eth1"] not in host.commands
+
+
 def test_networkd_without_an_answer_removes_its_file(host, networkd):
     networkd.offers = {}
     assert net.attach(host, replace(SETTINGS, dhcp_retries=1), "eth1").failed
