@@ -85,9 +85,19 @@ def _parser() -> argparse.ArgumentParser:
         sub = actions.add_parser(action, parents=[common], help=text)
         sub.add_argument("interface", metavar="IFACE", help="interface name (ens4)")
     actions.add_parser("attach-all", parents=[common], help="every interface present (boot)")
+    actions.add_parser("retune", parents=[common],
+                       help="virtio-net queues of our interfaces to the vCPU count (CONFIG_MULTIQUEUE)")
     # The DHCP client's event script (dhcp.write_script); udhcpc passes the event as an argument.
     lease_event = actions.add_parser("lease", parents=[common])
     lease_event.add_argument("event", nargs="?")
+
+    for kind, what in (("cpu", "vCPUs"), ("memory", "memory blocks")):
+        resource = commands.add_parser(kind, parents=[common], help=f"{what}: online-all")
+        resource_actions = resource.add_subparsers(dest="action", metavar="ACTION", required=True)
+        resource_actions.add_parser("online-all", parents=[common],
+                                    help=f"online every {what[:-1]} present and offline (boot)")
+    commands.add_parser("hotplug-rules", parents=[common],
+                        help="write the udev rule that onlines vCPUs and memory, for this configuration")
 
     status = commands.add_parser("status", parents=[common],
                                  help="what gandi did with each disk and interface")
@@ -134,10 +144,23 @@ def _dispatch(args: argparse.Namespace, host, settings) -> int:
         explicit = getattr(args, "config", None)
         if args.action == "lease":
             return net.lease_event(host, args.event, os.environ)
+        if args.action == "retune":
+            net.retune_all(host, settings)
+            return 0
         if args.action == "attach-all":
             return 1 if any(o.failed for o in net.attach_all(host, settings, explicit)) else 0
         handler = {"attach": net.attach, "detach": net.detach}[args.action]
         return 1 if handler(host, settings, args.interface, explicit).failed else 0
+    if args.command in ("cpu", "memory"):
+        from gandi_vm import cpu, memory
+
+        module = cpu if args.command == "cpu" else memory
+        return 1 if any(o.failed for o in module.online_all(host, settings)) else 0
+    if args.command == "hotplug-rules":
+        from gandi_vm import online
+
+        online.write_rules(host, settings)
+        return 0
     if args.command == "mount-all":
         outcomes = disk.mount_all(host, settings)
         return 1 if any(o.failed for o in outcomes) else 0
@@ -146,7 +169,10 @@ def _dispatch(args: argparse.Namespace, host, settings) -> int:
 
         from gandi_vm import net
 
-        print(status.render(disk.status(host, settings), net.status(host), args.format), end="")
+        from gandi_vm import cpu, memory
+
+        print(status.render(disk.status(host, settings), net.status(host), args.format,
+                            cpu.status(host), memory.status(host)), end="")
         return 0
     raise AssertionError(args.command)
 

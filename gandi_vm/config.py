@@ -34,6 +34,9 @@ class Settings:
     multiqueue: bool = True
     dhcp_timeout: int = 30
     dhcp_retries: int = 4
+    cpu_hotplug: bool = True
+    memory_hotplug: bool = True
+    memory_zone: str = "online"
     source: str = "(defaults)"
     # (logging level, "file:line: message") for each line that was not taken as written
     problems: Tuple[Tuple[int, str], ...] = field(default=(), compare=False)
@@ -99,6 +102,12 @@ def _count(value: str) -> int:
     return int(value)
 
 
+def _memory_zone(value: str) -> str:
+    if value not in ("online", "online_movable", "online_kernel"):
+        raise ValueError("expected online, online_movable or online_kernel")
+    return value
+
+
 def _seconds(value: str) -> int:
     if not value.isdigit() or not 1 <= int(value) <= 86400:
         raise ValueError("expected a number of seconds between 1 and 86400")
@@ -118,6 +127,9 @@ KEYS: Dict[str, Tuple[str, Callable[[str], object]]] = {
     "CONFIG_MULTIQUEUE": ("multiqueue", _boolean),
     "CONFIG_DHCP_TIMEOUT": ("dhcp_timeout", _seconds),
     "CONFIG_DHCP_RETRIES": ("dhcp_retries", _count),
+    "CONFIG_CPU_HOTPLUG": ("cpu_hotplug", _boolean),
+    "CONFIG_MEMORY_HOTPLUG": ("memory_hotplug", _boolean),
+    "CONFIG_MEMORY_ZONE": ("memory_zone", _memory_zone),
 }
 
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

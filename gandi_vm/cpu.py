@@ -1,15 +1,64 @@
-"""vCPUs as sysfs shows them."""
+"""vCPUs: online every present CPU that is offline (`cpu online-all`), report them in `status`.
+
+At hotplug time the udev rule onlines a new CPU itself with an attribute assignment (no process
+at all, see online.py); this handler is the boot-time coldplug and the by-hand equivalent, for
+CPUs added while the VM was stopped or whose event was missed. It never offlines anything, and
+never touches cpu0 (which often has no `online` file at all: it cannot be offlined).
+"""
 
 from __future__ import annotations
 
+import logging
+import re
+from typing import Dict, List
+
+from gandi_vm import online
+from gandi_vm.config import Settings
 from gandi_vm.host import Host
+
+log = logging.getLogger("gandi")
+
+CPU_DIR = "/sys/devices/system/cpu"
+_CPU = re.compile(r"cpu(\d+)")
 
 
 def online_count(host: Host) -> int:
     """How many CPUs are online, from the kernel's range list ("0-3,6")."""
-    count = 0
-    for part in (host.read_attr("/sys/devices/system/cpu/online") or "0").split(","):
+    return max(len(_ranges(host.read_attr(f"{CPU_DIR}/online") or "0")), 1)
+
+
+def _ranges(text: str) -> List[int]:
+    found: List[int] = []
+    for part in text.strip().split(","):
         first, _, last = part.partition("-")
-        if first.isdigit():
-            count += int(last) - int(first) + 1 if last.isdigit() else 1
-    return max(count, 1)
+        if first.isdigit() and (not last or last.isdigit()):
+            found += range(int(first), int(last or first) + 1)
+    return found
+
+
+def numbers(host: Host) -> List[int]:
+    """The CPUs present, by number."""
+    return sorted(int(m.group(1)) for m in map(_CPU.fullmatch, host.listdir(CPU_DIR)) if m)
+
+
+def online_all(host: Host, settings: Settings) -> List[online.Outcome]:
+    if not settings.cpu_hotplug:
+        log.info("cpus: CONFIG_CPU_HOTPLUG=0, left as they are")
+        return []
+    outcomes = [online.bring_online(host, f"cpu{n}", f"{CPU_DIR}/cpu{n}/online", "0", "1")
+                for n in numbers(host) if n != 0 and host.exists(f"{CPU_DIR}/cpu{n}/online")]
+    done = [o for o in outcomes if o.changed]
+    log.info("cpus: %d present, %d online%s", len(numbers(host)), online_count(host),
+             f", {len(done)} onlined now" if done else "")
+    if done:
+        from gandi_vm import net
+
+        net.retune_all(host, settings)  # one virtio-net queue pair per online vCPU
+    return outcomes
+
+
+def status(host: Host) -> Dict[str, object]:
+    present = numbers(host)
+    online_now = set(_ranges(host.read_attr(f"{CPU_DIR}/online") or "0"))
+    return {"present": len(present), "online": len([n for n in present if n in online_now]),
+            "offline": sorted(n for n in present if n not in online_now)}

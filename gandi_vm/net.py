@@ -287,7 +287,12 @@ def tune_channels(host: Host, dev: NetDevice) -> None:
         log.info("iface %s: ethtool not installed, queues left as they are", dev.name)
         return
     wanted = channels(cpu.online_count(host), shown.stdout) if shown.ok else None
-    if wanted is None or wanted[0] == wanted[1]:
+    if wanted is None:
+        return
+    # The marker lets gandi-retune.service (wanted by every vCPU hot-add) run only when there is
+    # something to re-tune: systemd checks it as a condition, without starting a process.
+    host.write_text(multiqueue_marker(dev.name), "")
+    if wanted[0] == wanted[1]:
         return
     result = host.run(["ethtool", "-L", dev.name, "combined", str(wanted[0])],
                       timeout=ETHTOOL_TIMEOUT)
@@ -295,6 +300,10 @@ def tune_channels(host: Host, dev: NetDevice) -> None:
         log.info("iface %s: %d combined queues (was %d)", dev.name, *wanted)
     else:
         log.warning("iface %s: ethtool -L combined %d: %s", dev.name, wanted[0], result.why())
+
+
+def multiqueue_marker(name: str) -> str:
+    return f"{lease.STATE_DIR}/{name}.multiqueue"
 
 
 def retune_all(host: Host, settings: Settings) -> None:
@@ -383,6 +392,7 @@ def detach(host: Host, settings: Settings, name: str, config: Optional[str] = No
             routing.remove_rules(host, table)
             host.run(["ip", "route", "flush", "table", str(table)], timeout=routing.IP_TIMEOUT)
         _unprepare(host, name, record)
+        host.remove(multiqueue_marker(name))
         lease.forget(host, name)
     return Outcome(name, DETACHED, "lease released, routing table, rule and runtime files "
                                    "removed").report(host)

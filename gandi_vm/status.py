@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 COLUMNS = ("device", "size", "fstype", "label", "mountpoint", "state", "reason")
 IFACE_COLUMNS = ("interface", "mac", "driver", "operstate", "addresses", "stack", "table", "state",
@@ -21,11 +21,13 @@ def human_size(size: object) -> str:
 
 
 def render(disks: Sequence[Dict[str, object]], interfaces: Sequence[Dict[str, object]],
-           fmt: str) -> str:
+           fmt: str, cpus: Optional[Dict[str, object]] = None,
+           memory: Optional[Dict[str, object]] = None) -> str:
     if fmt == "yaml":
         import yaml
 
-        return yaml.safe_dump({"disks": list(disks), "interfaces": list(interfaces)},
+        return yaml.safe_dump({"disks": list(disks), "interfaces": list(interfaces),
+                               "cpus": cpus, "memory": memory},
                               sort_keys=False, allow_unicode=False)
     disk_rows = [[human_size(row["size"]) if c == "size" else _cell(row.get(c)) for c in COLUMNS]
                  for row in disks]
@@ -38,6 +40,12 @@ def render(disks: Sequence[Dict[str, object]], interfaces: Sequence[Dict[str, ob
             if isinstance(lease, dict):
                 shown = ", ".join(f"{k} {_cell(v)}" for k, v in lease.items() if v)
                 text += f"lease {row['interface']}: {shown}\n"
+    if cpus is not None:
+        text += (f"\nCPUS    {cpus['present']} present, {cpus['online']} online, offline: "
+                 f"{_cell(cpus['offline'])}\n")
+    if memory is not None:
+        text += (f"MEMORY  blocks of {human_size(memory['block_size'])}: {memory['online']} online "
+                 f"({human_size(memory['online_bytes'])}), offline: {_cell(memory['offline'])}\n")
     return text
 
 

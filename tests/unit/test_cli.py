@@ -169,8 +169,10 @@ def test_status_after_attach_and_unplug(vm, fs, capsys):
 
 def test_status_text_is_a_table(vm, capsys):
     assert cli.main(["--root", ROOT, "status"]) == 0
-    lines = capsys.readouterr().out.splitlines()
+    disks, _, rest = capsys.readouterr().out.partition("\n\n")
+    lines = disks.splitlines()
     assert lines[0].split() == ["DEVICE", "SIZE", "FSTYPE", "LABEL", "MOUNTPOINT", "STATE",
                                 "REASON"]
+    assert rest.splitlines()[0].startswith("CPUS ")
     assert [line.split()[0] for line in lines[1:]] == ["vda", "vda1", "vdb"]
     assert "1.0GiB" in lines[3]
