@@ -13,6 +13,11 @@ acknowledgement of the QMP command that plugs the device to the moment the guest
   vcpu     a vCPU in a free slot: online (never unplugged: QEMU under TCG is unstable after a
            vCPU unplug; at most 3 free slots)
 
+For memory and vCPUs it also counts what the event cost in processes, from the guest's journal
+(udevd runs at debug level for this): the programs udevd spawned ("Starting '...'"), the units
+systemd started, and the attribute writes udevd made itself ("ATTR ... writing"). The onlining
+rule is an attribute assignment, so the expected count of processes is 0.
+
 A kind that is not built yet gets one attempt bounded by --timeout and is reported as
 'not built (issue N)', instead of N timeouts. Also reports the boot: seconds until the guest
 agent answered and until systemd reported the system running, and what our units cost at boot
@@ -47,7 +52,7 @@ from qemu_guest import QEMU, Guest, GuestError, make_disk  # noqa: E402
 
 DEFAULT_JSON = REPO / "bench" / "results" / "hotplug_latency.json"
 KINDS = ("disk", "nic", "memory", "vcpu")  # vCPUs last: the least stable hotplug under TCG
-ISSUES = {"memory": 6, "vcpu": 6}  # kinds not built yet, and their issue
+ISSUES: Dict[str, int] = {}  # kinds not built yet, and their issue
 DISK_TIMEOUT = 60.0  # the disk is built: a generous bound, a miss is a failure
 LABEL = "bench-data"
 MOUNTPOINT = f"/srv/{LABEL}"
@@ -114,6 +119,7 @@ def nic_run(guest: Guest, index: int, bound: float, tmp: Path) -> Dict[str, floa
 def memory_run(guest: Guest, index: int, bound: float, tmp: Path) -> Dict[str, float]:
     before = guest.memory_blocks()
     block_bytes = int(guest.check(f"cat {MEM_SYSFS}/block_size_bytes"), 16)
+    cursor = journal_cursor(guest)
     guest.add_memory(f"bench-dimm{index}", DIMM_BYTES)
     acked = time.monotonic()
     wanted = len(before) + DIMM_BYTES // block_bytes
@@ -127,11 +133,30 @@ def memory_run(guest: Guest, index: int, bound: float, tmp: Path) -> Dict[str, f
     if usable is None:
         raise NotBuilt(f"memory{new[0]}..memory{new[-1]} appeared {appeared:.2f} s after the plug, "
                        f"still offline after {bound:.0f} s")
-    return {"usable": usable, "blocks_appeared": appeared}
+    return {"usable": usable, "blocks_appeared": appeared, **event_costs(guest, cursor)}
+
+
+def journal_cursor(guest: Guest) -> str:
+    out = guest.check("journalctl -n 0 --show-cursor --no-pager")
+    return out.strip().rpartition("-- cursor: ")[2]
+
+
+def event_costs(guest: Guest, cursor: str) -> Dict[str, float]:
+    """What the events since `cursor` cost: programs udevd spawned, units systemd started, and the
+    sysfs writes udevd made itself. Counted from the journal (udevd at debug level)."""
+    def count(selector: str, pattern: str) -> float:
+        out = guest.run(f"journalctl --no-pager -o cat --after-cursor='{cursor}' {selector} "
+                        f"| grep -c {pattern}").stdout.strip()
+        return float(out or 0)
+
+    return {"udev_spawned_count": count("_COMM=systemd-udevd", "\"Starting '\""),
+            "units_started_count": count("_PID=1", "'^Starting .*\\.service'"),
+            "udev_attr_writes_count": count("_COMM=systemd-udevd", "\"ATTR '.*' writing\"")}
 
 
 def vcpu_run(guest: Guest, index: int, bound: float, tmp: Path) -> Dict[str, float]:
     before = guest.cpus()
+    cursor = journal_cursor(guest)
     guest.add_cpu(f"bench-cpu{index}")
     acked = time.monotonic()
     if guest.poll(f"test $(ls -d {CPU_SYSFS}/cpu[0-9]* | wc -l) -gt {len(before)}", bound,
@@ -143,7 +168,7 @@ def vcpu_run(guest: Guest, index: int, bound: float, tmp: Path) -> Dict[str, flo
     if usable is None:
         raise NotBuilt(f"cpu{cpu} appeared {appeared:.2f} s after the plug, still offline after "
                        f"{bound:.0f} s")
-    return {"usable": usable, "cpu_appeared": appeared}
+    return {"usable": usable, "cpu_appeared": appeared, **event_costs(guest, cursor)}
 
 
 RUNNERS: Dict[str, Callable[[Guest, int, float, Path], Dict[str, float]]] = {
@@ -179,8 +204,9 @@ def measure(guest: Guest, kind: str, runs: int, timeout: float, tmp: Path) -> Di
         result["runs"] += 1
         for name, seconds in figures.items():
             result["samples_s"].setdefault(name, []).append(round(seconds, 3))
-        print(f"  {kind} run {index + 1}/{runs}: "
-              + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in figures.items()), flush=True)
+        print(f"  {kind} run {index + 1}/{runs}: " + ", ".join(
+            f"{name} {value:.0f}" if name.endswith("_count") else f"{name} {value:.2f} s"
+            for name, value in figures.items()), flush=True)
     result["stats_s"] = {name: {"median": round(statistics.median(samples), 3),
                                 "min": min(samples), "max": max(samples)}
                          for name, samples in result["samples_s"].items()}
@@ -207,12 +233,14 @@ def report(results: Dict[str, Any]) -> None:
     for unit, figure in boot["units_blame"].items() or [("(none)", "")]:
         print(f"    {figure:>9}  {unit}")
 
-    print("\nHotplug: seconds from the QMP command's acknowledgement (median, min, max over runs)\n")
+    print("\nHotplug: seconds from the QMP command's acknowledgement (median, min, max over runs);"
+          "\n*_count rows are counts per event, not seconds\n")
     rows = [("kind", "figure", "status", "runs", "median", "min", "max")]
     for kind, result in results["kinds"].items():
         stats = result["stats_s"] or {"usable": None}
         for name, figure in stats.items():
-            cells = (f"{figure['median']:.2f}", f"{figure['min']:.2f}", f"{figure['max']:.2f}") \
+            shown = "{:.0f}" if name.endswith("_count") else "{:.2f}"
+            cells = tuple(shown.format(figure[k]) for k in ("median", "min", "max")) \
                 if figure else ("-", "-", "-")
             rows.append((kind, name, result["status"] if name == "usable" else "",
                          str(result["runs"]), *cells))
@@ -225,7 +253,9 @@ def report(results: Dict[str, Any]) -> None:
     print()
     print("  usable: disk mounted under /srv; nic IPv4 address assigned; memory all new blocks "
           "online; vcpu online\n  unplug_cleaned: from device_del to mount and mountpoint gone, "
-          "unit inactive")
+          "unit inactive\n  udev_spawned_count: programs udevd started for the event; "
+          "units_started_count: systemd units\n  started; udev_attr_writes_count: sysfs writes "
+          "udevd made itself (the onlining)")
     for kind, result in results["kinds"].items():
         if result["note"]:
             print(f"  {kind}: {result['note']}")
@@ -285,6 +315,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                      **boot_costs(guest)},
             "kinds": {},
         }
+        # Programs udevd spawns are logged at debug level only ("Starting '...'").
+        guest.check("udevadm control --log-priority=debug")
         with tempfile.TemporaryDirectory(prefix="gandi-bench-") as tmp:
             for kind in kinds:
                 print(f"Measuring {kind}...", flush=True)

@@ -1,4 +1,4 @@
-"""The shipped udev rule and units, checked by systemd's own parsers (no udevd or systemd needed).
+"""The shipped udev rules and units, checked by systemd's own parsers (no udevd or systemd needed).
 
 They can only run for real in a booted guest; here `udevadm test` evaluates the rule against a
 real device of this machine and `systemd-analyze verify` loads the units in a scratch root.
@@ -78,6 +78,39 @@ def test_rule_delegates_a_device_backed_interface_on_add_and_move(installed_rule
     assert "gandi-iface@" not in udevadm_test("add", "lo", "net"), "loopback is virtual"
 
 
+ONLINE_VARIANTS = [
+    dict(), dict(memory_zone="online_movable"), dict(memory_zone="online_kernel"),
+    dict(cpu_hotplug=False), dict(memory_hotplug=False), dict(auto_onlined=True),
+]
+
+
+@pytest.mark.parametrize("variant", ONLINE_VARIANTS, ids=lambda v: ",".join(f"{k}={w}" for k, w in v.items())
+                         or "defaults")
+def test_every_onlining_rule_the_generator_writes_parses_cleanly(variant):
+    """udevd ignores a rule line it cannot parse, with only a log line: parse each variant."""
+    from dataclasses import replace
+
+    from gandi_vm import config, online
+
+    require("udevadm")
+    target = RULES_DIR / online.RULE_NAME
+    if target.exists():
+        pytest.skip(f"{target} already exists: not overwriting an installed rule")
+    variant = dict(variant)
+    auto = variant.pop("auto_onlined", False)
+    RULES_DIR.mkdir(parents=True, exist_ok=True)
+    target.write_text(online.render_rules(replace(config.Settings(), **variant), auto))
+    try:
+        cpus = sorted(glob.glob("/sys/devices/system/cpu/cpu[0-9]*"))
+        done = subprocess.run(["udevadm", "test", "--action=add", cpus[-1]], capture_output=True,
+                              text=True, timeout=60, check=False)
+    finally:
+        target.unlink()
+    output = done.stdout + done.stderr
+    assert f"Reading rules file: {target}" in output, output[-2000:]
+    assert [line for line in output.splitlines() if f"{target}:" in line] == []
+
+
 def test_units_pass_systemd_analyze_verify(tmp_path):
     require("systemd-analyze")
     system_units = next((d for d in UNIT_DIRS if os.path.isdir(d)), None)
@@ -95,7 +128,7 @@ def test_units_pass_systemd_analyze_verify(tmp_path):
 
     done = subprocess.run(["systemd-analyze", "verify", "--man=no", f"--root={tmp_path}",
                            "gandi-mount.service", "gandi-disk@vdb.service",
-                           "gandi-iface@ens4.service"],
+                           "gandi-iface@ens4.service", "gandi-retune.service"],
                           capture_output=True, text=True, timeout=60, check=False)
     # verify exits 0 on some problems (an ignored bad line): any output at all is a finding.
     assert (done.returncode, done.stdout + done.stderr) == (0, "")

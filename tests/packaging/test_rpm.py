@@ -124,7 +124,8 @@ SCRIPTLETS = {"post": "%{POSTIN}", "preun": "%{PREUN}", "postun": "%{POSTUN}"}
     ("preun", 0, ["systemctl --no-reload disable gandi-mount.service",
                   f"rm -rf {CODE_DIR}/gandi_vm/__pycache__"]),
     ("preun", 1, []),
-    ("postun", 0, ["systemctl daemon-reload", "udevadm control --reload",
+    ("postun", 0, ["systemctl daemon-reload", "rm -f /run/udev/rules.d/87-gandi-online.rules",
+                   "udevadm control --reload",
                    "rm -rf /run/gandi /var/lib/gandi-vm"]),
     ("postun", 1, ["systemctl daemon-reload", "udevadm control --reload"]),
 ])
