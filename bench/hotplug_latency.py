@@ -149,9 +149,10 @@ def event_costs(guest: Guest, cursor: str) -> Dict[str, float]:
                         f"| grep -c {pattern}").stdout.strip()
         return float(out or 0)
 
-    return {"udev_spawned_count": count("_COMM=systemd-udevd", "\"Starting '\""),
+    udevd = "_COMM=systemd-udevd '_COMM=(udev-worker)'"  # its workers rename themselves
+    return {"udev_spawned_count": count(udevd, "\"Starting '\""),
             "units_started_count": count("_PID=1", "'^Starting .*\\.service'"),
-            "udev_attr_writes_count": count("_COMM=systemd-udevd", "\"ATTR '.*' writing\"")}
+            "udev_attr_writes_count": count(udevd, "\"ATTR '.*' writing\"")}
 
 
 def vcpu_run(guest: Guest, index: int, bound: float, tmp: Path) -> Dict[str, float]:
