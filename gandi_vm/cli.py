@@ -100,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="write the udev rule that onlines vCPUs and memory, for this configuration")
 
     status = commands.add_parser("status", parents=[common],
-                                 help="what gandi did with each disk and interface")
+                                 help="disks, interfaces, vCPUs and memory: what gandi did and why")
     status.add_argument("--format", choices=("text", "yaml"), default="text")
     return parser
 

@@ -206,6 +206,7 @@ def _unprepare(host: Host, name: str, record: Dict[str, object]) -> None:
         host.run(["ip", "link", "set", "dev", name, "down"], timeout=routing.IP_TIMEOUT)
     sysctl = record.pop("sysctl", None)
     routing.restore_sysctls(host, sysctl if isinstance(sysctl, dict) else {})
+    host.remove(multiqueue_marker(name))
 
 
 def _obtain(host: Host, settings: Settings, dev: NetDevice, record: Dict[str, object],
@@ -392,7 +393,6 @@ def detach(host: Host, settings: Settings, name: str, config: Optional[str] = No
             routing.remove_rules(host, table)
             host.run(["ip", "route", "flush", "table", str(table)], timeout=routing.IP_TIMEOUT)
         _unprepare(host, name, record)
-        host.remove(multiqueue_marker(name))
         lease.forget(host, name)
     return Outcome(name, DETACHED, "lease released, routing table, rule and runtime files "
                                    "removed").report(host)

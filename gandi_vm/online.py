@@ -3,7 +3,8 @@ bounded retries that the boot-time handlers use.
 
 The rule is the fast path: `ATTR{online}="1"` is a sysfs write done by udevd itself while it
 processes the event, no process is spawned. udev cannot read /etc/default/gandi, so the rule is
-rendered from the configuration (`gandi-vm hotplug-rules`, at boot) into /run/udev/rules.d, where
+rendered from the configuration (`gandi-vm hotplug-rules`, by gandi-online-rules.service before
+udev's coldplug at boot) into /run/udev/rules.d, where
 it overrides the shipped default of the same name (and a file of that name in /etc overrides both).
 """
 
@@ -42,20 +43,26 @@ class Outcome:
 
 def bring_online(host: Host, name: str, path: str, offline: str, wanted: str) -> Outcome:
     """Write `wanted` to the attribute if it holds `offline`; retried a bounded number of times.
-    Anything else it holds (already online, in any zone) is left as it is: we never offline."""
-    if host.read_attr(path) != offline:
-        return Outcome(name, False)
+    Anything else it holds (already online, in any zone) is left as it is: we never offline. The
+    state is read again before each attempt: udev's rule may online the block in the meantime."""
     for attempt in range(1, ATTEMPTS + 1):
+        if host.read_attr(path) != offline:
+            if attempt > 1:
+                log.info("%s: onlined meanwhile by someone else", name)
+            return Outcome(name, False)
         try:
             host.write_attr(path, wanted)
         except OSError as e:
             if e.errno in TRANSIENT and attempt < ATTEMPTS:
                 time.sleep(0.1 * 2 ** attempt)
                 continue
+            if host.read_attr(path) not in (offline, None):
+                log.info("%s: onlined meanwhile by someone else", name)
+                return Outcome(name, False)
             why = f"{e.strerror or e} (errno {e.errno}) after {attempt} attempts"
             log.error("%s: cannot write %s to %s: %s", name, wanted, path, why)
             return Outcome(name, False, why)
-        log.info("%s: %s%s", name, "would be " if host.dry_run else "", wanted)
+        log.info("%s: %s (%s)", name, "would be onlined" if host.dry_run else "onlined", wanted)
         return Outcome(name, True)
     raise AssertionError("unreachable")
 
@@ -92,9 +99,10 @@ def render_rules(settings: Settings, kernel_auto_onlines: bool) -> str:
 def write_rules(host: Host, settings: Settings) -> bool:
     """Render the rule for this configuration; udev re-reads its rules when one changed."""
     changed = host.write_text(RULE_PATH, render_rules(settings, auto_onlined(host)))
-    if changed:
+    if changed and host.root == "/":  # under --root, this system's udevd has nothing to reload
         result = host.run(["udevadm", "control", "--reload"], timeout=30)
         if not result.ok and result.returncode != 127:
             log.warning("udevadm control --reload: %s", result.why())
-    log.info("%s: %s", RULE_PATH, "written" if changed else "unchanged")
+    shown = ("would be written" if host.dry_run else "written") if changed else "unchanged"
+    log.info("%s: %s", RULE_PATH, shown)
     return changed

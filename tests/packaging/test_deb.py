@@ -62,15 +62,17 @@ def test_dry_run_mount_all_plans_without_changing_anything(root: Chroot):
     assert not root.path("/sample/srv").exists() and not root.path("/sample/run").exists()
 
 
-def test_boot_service_enabled_and_units_verify(root: Chroot):
-    enabled = subprocess.run(["systemctl", f"--root={root.top}", "is-enabled", "gandi-mount.service"],
-                             capture_output=True, text=True, check=False)
-    assert enabled.stdout.strip() == "enabled"
+def test_boot_services_enabled_and_units_verify(root: Chroot):
+    for unit in ("gandi-mount.service", "gandi-online-rules.service"):
+        enabled = subprocess.run(["systemctl", f"--root={root.top}", "is-enabled", unit],
+                                 capture_output=True, text=True, check=False)
+        assert enabled.stdout.strip() == "enabled", unit
     done = root.run("systemd-analyze", "verify", "--man=no", "gandi-mount.service",
-                    "gandi-disk@vdb.service")
+                    "gandi-online-rules.service", "gandi-disk@vdb.service",
+                    "gandi-iface@ens4.service", "gandi-retune.service")
     assert (done.returncode, done.stdout + done.stderr) == (0, "")
-    shipped = root.path("/lib/udev/rules.d/86-gandi.rules").read_bytes()
-    assert shipped == (REPO / "udev" / "86-gandi.rules").read_bytes()
+    for rules in (REPO / "udev").glob("*.rules"):
+        assert root.path(f"/lib/udev/rules.d/{rules.name}").read_bytes() == rules.read_bytes()
 
 
 def upgrade_package(built_deb: Path, workdir: Path, version: str) -> Path:
@@ -114,7 +116,9 @@ def test_edits_survive_reinstall_and_upgrade_and_purge_leaves_nothing(
         "/var/lib/gandi-vm",
         "/etc/gandi",
         "/etc/systemd/system/multi-user.target.wants/gandi-mount.service",
+        "/etc/systemd/system/sysinit.target.wants/gandi-online-rules.service",
         "/var/lib/systemd/deb-systemd-helper-enabled/gandi-mount.service.dsh-also",
+        "/var/lib/systemd/deb-systemd-helper-enabled/gandi-online-rules.service.dsh-also",
         "/usr/lib/python3/dist-packages/gandi_vm",
         "/run/gandi",
     ]

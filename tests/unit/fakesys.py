@@ -1,7 +1,7 @@
 """Fake-system builders for the unit tests (used by conftest.py and imported by test modules):
-sysfs block devices and network interfaces, /proc/self/mountinfo, per-interface /proc/sys values,
-and a Host whose commands return canned results and are recorded (argv lists) instead of being
-executed.
+sysfs block devices, network interfaces, vCPUs and memory blocks, /proc/self/mountinfo,
+per-interface /proc/sys values, and a Host whose commands return canned results and are recorded
+(argv lists) instead of being executed.
 
 Everything here writes through the patched `os`/`open` of the pyfakefs `fs` fixture, so the code
 under test sees an ordinary tree rooted at "/" (or at `root` when a test uses --root).
@@ -199,6 +199,55 @@ def add_sysctls(fs, name: str, root: str = "/") -> Dict[str, str]:
     for path, value in values.items():
         _write(_at(root, path), f"{value}\n")
     return values
+
+
+# -- vCPUs and memory blocks ------------------------------------------------------------------
+CPU_DIR = "/sys/devices/system/cpu"
+MEMORY_DIR = "/sys/devices/system/memory"
+
+
+def cpu_ranges(numbers) -> str:
+    """The kernel's range-list format ("0-3,6") for a set of CPU numbers; "" for none."""
+    parts: List[str] = []
+    for n in sorted(set(numbers)):
+        if parts and n == parts[-1][1] + 1:
+            parts[-1][1] = n
+        else:
+            parts.append([n, n])
+    return ",".join(f"{a}" if a == b else f"{a}-{b}" for a, b in parts)
+
+
+def add_cpus(fs, states: Dict[int, Optional[str]], root: str = "/") -> None:
+    """CPUs cpuN under /sys/devices/system/cpu; states[N]: "1" online, "0" offline, None no
+    `online` file at all (cpu0, usually: it cannot be offlined), which the kernel counts online.
+    online, offline, present and possible are range lists consistent with the states; cpufreq and
+    cpuidle stand for the directories that are not CPUs."""
+    for n, state in states.items():
+        os.makedirs(_at(root, f"{CPU_DIR}/cpu{n}/topology"), exist_ok=True)
+        if state is not None:
+            _write(_at(root, f"{CPU_DIR}/cpu{n}/online"), f"{state}\n")
+    online = [n for n, state in states.items() if state != "0"]
+    _write(_at(root, f"{CPU_DIR}/online"), cpu_ranges(online) + "\n")
+    _write(_at(root, f"{CPU_DIR}/offline"), cpu_ranges(set(states) - set(online)) + "\n")
+    _write(_at(root, f"{CPU_DIR}/present"), cpu_ranges(states) + "\n")
+    _write(_at(root, f"{CPU_DIR}/possible"), cpu_ranges(range(max(states, default=0) + 1)) + "\n")
+    for other in ("cpufreq", "cpuidle"):
+        os.makedirs(_at(root, f"{CPU_DIR}/{other}"), exist_ok=True)
+
+
+def add_memory_blocks(fs, states: Dict[int, str], block_size: int = 0x8000000,
+                      auto_online: Optional[str] = "offline", root: str = "/") -> None:
+    """Memory blocks memoryN under /sys/devices/system/memory with `state` states[N] ("online",
+    "offline", "going-offline"); block_size_bytes in the kernel's hex without 0x;
+    auto_online_blocks absent when auto_online is None."""
+    _write(_at(root, f"{MEMORY_DIR}/block_size_bytes"), f"{block_size:x}\n")
+    if auto_online is not None:
+        _write(_at(root, f"{MEMORY_DIR}/auto_online_blocks"), f"{auto_online}\n")
+    for n, state in states.items():
+        _write(_at(root, f"{MEMORY_DIR}/memory{n}/state"), f"{state}\n")
+        _write(_at(root, f"{MEMORY_DIR}/memory{n}/phys_index"), f"{n:08x}\n")
+    os.makedirs(_at(root, f"{MEMORY_DIR}/power"), exist_ok=True)
+    _write(_at(root, f"{MEMORY_DIR}/soft_offline_page"), "")
 
 
 Handler = Callable[[List[str]], Result]

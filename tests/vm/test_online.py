@@ -22,6 +22,11 @@ def test_the_kernel_leaves_hotplugged_memory_offline_here(guest: Guest):
     assert guest.check("cat /sys/devices/system/memory/auto_online_blocks").strip() == "offline"
     rule = guest.check("cat /run/udev/rules.d/87-gandi-online.rules")
     assert 'ATTR{state}="online"' in rule and 'ATTR{online}="1"' in rule
+    # Rendered for the configuration before udev's coldplug, by its own early boot unit.
+    assert guest.check("systemctl is-active gandi-online-rules.service").strip() == "active"
+    trigger = guest.check("systemctl show -p ActiveEnterTimestampMonotonic --value "
+                          "systemd-udev-trigger.service gandi-online-rules.service").split()
+    assert int(trigger[1]) <= int(trigger[0]), "the rule must be in place before coldplug"
 
 
 def test_hot_added_memory_is_online_and_available(guest: Guest):
