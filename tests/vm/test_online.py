@@ -24,9 +24,11 @@ def test_the_kernel_leaves_hotplugged_memory_offline_here(guest: Guest):
     assert 'ATTR{state}="online"' in rule and 'ATTR{online}="1"' in rule
     # Rendered for the configuration before udev's coldplug, by its own early boot unit.
     assert guest.check("systemctl is-active gandi-online-rules.service").strip() == "active"
-    trigger = guest.check("systemctl show -p ActiveEnterTimestampMonotonic --value "
-                          "systemd-udev-trigger.service gandi-online-rules.service").split()
-    assert int(trigger[1]) <= int(trigger[0]), "the rule must be in place before coldplug"
+    trigger_started = guest.check("systemctl show -p InactiveExitTimestampMonotonic --value "
+                                  "systemd-udev-trigger.service")
+    rule_written = guest.check("systemctl show -p ActiveEnterTimestampMonotonic --value "
+                               "gandi-online-rules.service")
+    assert int(rule_written) <= int(trigger_started), "the rule must be in place before coldplug"
 
 
 def test_hot_added_memory_is_online_and_available(guest: Guest):
