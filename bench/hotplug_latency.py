@@ -18,15 +18,15 @@ For memory and vCPUs it also counts what the event cost in processes, from the g
 systemd started, and the attribute writes udevd made itself ("ATTR ... writing"). The onlining
 rule is an attribute assignment, so the expected count of processes is 0.
 
-A kind that is not built yet gets one attempt bounded by --timeout and is reported as
-'not built (issue N)', instead of N timeouts. Also reports the boot: seconds until the guest
+A resource that is not usable within --timeout ends the runs of its kind, reported as an error
+with what the guest showed, instead of N timeouts. Also reports the boot: seconds until the guest
 agent answered and until systemd reported the system running, and what our units cost at boot
 (`systemd-analyze blame`, gandi-* lines).
 
 Every figure is found by polling from the host through the guest agent; one poll costs about
 65-85 ms (measured and printed), which bounds the resolution. Only prints figures (and writes
-them as JSON); it asserts nothing about time. Exit status 1 only if the guest does not boot or
-the disk kind (a built capability) fails.
+them as JSON); it asserts nothing about time. Exit status 1 if the guest does not boot or a
+kind fails.
 """
 
 from __future__ import annotations
@@ -52,7 +52,6 @@ from qemu_guest import QEMU, Guest, GuestError, make_disk  # noqa: E402
 
 DEFAULT_JSON = REPO / "bench" / "results" / "hotplug_latency.json"
 KINDS = ("disk", "nic", "memory", "vcpu")  # vCPUs last: the least stable hotplug under TCG
-ISSUES: Dict[str, int] = {}  # kinds not built yet, and their issue
 DISK_TIMEOUT = 60.0  # the disk is built: a generous bound, a miss is a failure
 LABEL = "bench-data"
 MOUNTPOINT = f"/srv/{LABEL}"
@@ -62,8 +61,8 @@ CPU_SYSFS = "/sys/devices/system/cpu"
 MEM_SYSFS = "/sys/devices/system/memory"
 
 
-class NotBuilt(Exception):
-    """The first attempt at a kind ran out of time: the capability is not built yet."""
+class NotUsable(Exception):
+    """The resource appeared in the guest but was not usable within the bound."""
 
 
 def poll_cost(guest: Guest, count: int = 10) -> float:
@@ -111,7 +110,7 @@ def nic_run(guest: Guest, index: int, bound: float, tmp: Path) -> Dict[str, floa
     finally:
         guest.remove_nic(device)
     if usable is None:
-        raise NotBuilt(f"{name} appeared {appeared:.2f} s after the plug, has no IPv4 address "
+        raise NotUsable(f"{name} appeared {appeared:.2f} s after the plug, has no IPv4 address "
                        f"after {bound:.0f} s")
     return {"usable": usable, "interface_appeared": appeared}
 
@@ -131,7 +130,7 @@ def memory_run(guest: Guest, index: int, bound: float, tmp: Path) -> Dict[str, f
     usable = guest.poll(" && ".join(f"grep -qx online {MEM_SYSFS}/memory{n}/state" for n in new),
                         bound, acked)
     if usable is None:
-        raise NotBuilt(f"memory{new[0]}..memory{new[-1]} appeared {appeared:.2f} s after the plug, "
+        raise NotUsable(f"memory{new[0]}..memory{new[-1]} appeared {appeared:.2f} s after the plug, "
                        f"still offline after {bound:.0f} s")
     return {"usable": usable, "blocks_appeared": appeared, **event_costs(guest, cursor)}
 
@@ -167,7 +166,7 @@ def vcpu_run(guest: Guest, index: int, bound: float, tmp: Path) -> Dict[str, flo
     cpu = min(set(guest.cpus()) - set(before))
     usable = guest.poll(f"grep -qx 1 {CPU_SYSFS}/cpu{cpu}/online", bound, acked)
     if usable is None:
-        raise NotBuilt(f"cpu{cpu} appeared {appeared:.2f} s after the plug, still offline after "
+        raise NotUsable(f"cpu{cpu} appeared {appeared:.2f} s after the plug, still offline after "
                        f"{bound:.0f} s")
     return {"usable": usable, "cpu_appeared": appeared, **event_costs(guest, cursor)}
 
@@ -181,7 +180,7 @@ def free_cpu_slots(guest: Guest) -> int:
 
 
 def measure(guest: Guest, kind: str, runs: int, timeout: float, tmp: Path) -> Dict[str, Any]:
-    """All runs of one kind; a kind not built yet stops after its first, bounded, attempt."""
+    """All runs of one kind; the first run that fails ends them."""
     result: Dict[str, Any] = {"status": "ok", "runs": 0, "samples_s": {}, "note": ""}
     limit = DIMM_SLOTS if kind == "memory" else free_cpu_slots(guest) if kind == "vcpu" else None
     if limit is not None and runs > limit:
@@ -191,11 +190,8 @@ def measure(guest: Guest, kind: str, runs: int, timeout: float, tmp: Path) -> Di
     for index in range(runs):
         try:
             figures = RUNNERS[kind](guest, index, bound, tmp)
-        except NotBuilt as e:
-            if index == 0 and kind in ISSUES:
-                result["status"] = f"not built (issue {ISSUES[kind]})"
-            else:
-                result["status"] = f"error: {e}"
+        except NotUsable as e:
+            result["status"] = f"error: {e}"
             result["note"] = f"{e}; stopped after this attempt"
             print(f"  {kind}: {result['status']}: {e}", flush=True)
             break
@@ -327,8 +323,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                     print(f"  {kind}: {result['status']}", flush=True)
                     print("---- guest journal (gandi-*) ----\n" + guest.journal())
                     print("---- guest serial console (tail) ----\n" + guest.console_tail())
-                    if kind == "disk":
-                        status = 1
+                    status = 1
     finally:
         guest.stop()
 
