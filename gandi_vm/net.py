@@ -230,46 +230,13 @@ def _obtain(host: Host, settings: Settings, dev: NetDevice, record: Dict[str, ob
 
 def _attempt(host: Host, settings: Settings, dev: NetDevice, record: Dict[str, object],
              config: Optional[str]) -> Optional[str]:
-    stack, table = record["stack"], record.get("table")
-    timeout = settings.dhcp_timeout
-    if stack == netstack.OWN:
-        client = str(record["client"])
-        script = dhcp.write_script(host, config)
-        argv = dhcp.start_argv(host, client, dev.name, script, timeout, table is not None)
-        result = host.run(argv, timeout=timeout + 15)
-        if host.dry_run:
-            after = (f"default route via its gateway in table {table} and `ip rule from "
-                     f"<address> lookup {table}`" if table is not None else
-                     "default route via its gateway in the main table")
-            log.info("iface %s: on each lease, the event script adds the address and the %s",
-                     dev.name, after)
-            return None  # nothing started, nothing to stop; _obtain reports the plan
-        current = lease.load(host, dev.name) or {}
-        if result.ok and current.get("lease"):
-            return str(current["address"])
-        dhcp.stop(host, client, dev.name, script)  # a client that timed out must not linger
-        return None
-    if stack == netstack.NETWORKD:
-        path = netstack.networkd_file(dev.name)
-        host.write_text(path, netstack.networkd_text(dev, table, None))
-        netstack.networkd_reload(host)
-        address = netstack.wait_address(host, dev.name, timeout)
-        found = netstack.networkd_lease(host, dev)
-        if address and table is not None:
-            host.write_text(path, netstack.networkd_text(dev, table, address.split("/")[0]))
-            netstack.networkd_reload(host)
-    else:
-        profile = netstack.nm_profile(dev.name)
-        host.run(["nmcli", "connection", "delete", profile], timeout=netstack.QUERY_TIMEOUT)
-        host.run(netstack.nm_add_argv(dev, table, timeout), timeout=netstack.QUERY_TIMEOUT)
-        host.run(["nmcli", "--wait", str(timeout), "connection", "up", profile],
-                 timeout=timeout + 15)
-        address = netstack.wait_address(host, dev.name, 1)
-        found = netstack.nm_lease(host, dev)
-        if address and table is not None:
-            host.run(netstack.nm_rule_argv(dev, table, address.split("/")[0]),
-                     timeout=netstack.QUERY_TIMEOUT)
-            host.run(["nmcli", "device", "reapply", dev.name], timeout=netstack.QUERY_TIMEOUT)
+    """One DHCP attempt through the chosen stack; what a failed one started is undone."""
+    table = record.get("table")
+    table = int(table) if isinstance(table, int) else None
+    if record["stack"] == netstack.OWN:
+        return _attempt_own(host, settings, dev, str(record["client"]), table, config)
+    attempt = _attempt_networkd if record["stack"] == netstack.NETWORKD else _attempt_nm
+    address, found = attempt(host, dev, table, settings.dhcp_timeout)
     if address:
         if found:
             record["lease"] = found.as_dict()
@@ -277,6 +244,54 @@ def _attempt(host: Host, settings: Settings, dev: NetDevice, record: Dict[str, o
     if not host.dry_run:
         _unconfigure_stack(host, dev.name, record)
     return None
+
+
+def _attempt_own(host: Host, settings: Settings, dev: NetDevice, client: str,
+                 table: Optional[int], config: Optional[str]) -> Optional[str]:
+    """Our client: the lease script puts the lease in place and in the record as it binds."""
+    script = dhcp.write_script(host, config)
+    argv = dhcp.start_argv(host, client, dev.name, script, settings.dhcp_timeout, table is not None)
+    result = host.run(argv, timeout=settings.dhcp_timeout + 15)
+    if host.dry_run:
+        after = (f"default route via its gateway in table {table} and `ip rule from "
+                 f"<address> lookup {table}`" if table is not None else
+                 "default route via its gateway in the main table")
+        log.info("iface %s: on each lease, the event script adds the address and the %s",
+                 dev.name, after)
+        return None  # nothing started, nothing to stop; _obtain reports the plan
+    current = lease.load(host, dev.name) or {}
+    if result.ok and current.get("lease"):
+        return str(current["address"])
+    dhcp.stop(host, client, dev.name, script)  # a client that timed out must not linger
+    return None
+
+
+def _attempt_networkd(host: Host, dev: NetDevice, table: Optional[int],
+                      timeout: int) -> Tuple[Optional[str], Optional[Lease]]:
+    """A runtime .network file; the source rule needs the address, so a second pass adds it."""
+    path = netstack.networkd_file(dev.name)
+    host.write_text(path, netstack.networkd_text(dev, table, None))
+    netstack.networkd_reload(host)
+    address = netstack.wait_address(host, dev.name, timeout)
+    if address and table is not None:
+        host.write_text(path, netstack.networkd_text(dev, table, address.split("/")[0]))
+        netstack.networkd_reload(host)
+    return address, netstack.networkd_lease(host, dev)
+
+
+def _attempt_nm(host: Host, dev: NetDevice, table: Optional[int],
+                timeout: int) -> Tuple[Optional[str], Optional[Lease]]:
+    """An unsaved profile; as with networkd, the source rule follows the address."""
+    profile = netstack.nm_profile(dev.name)
+    host.run(["nmcli", "connection", "delete", profile], timeout=netstack.QUERY_TIMEOUT)
+    host.run(netstack.nm_add_argv(dev, table, timeout), timeout=netstack.QUERY_TIMEOUT)
+    host.run(["nmcli", "--wait", str(timeout), "connection", "up", profile], timeout=timeout + 15)
+    address = netstack.wait_address(host, dev.name, 1)
+    if address and table is not None:
+        host.run(netstack.nm_rule_argv(dev, table, address.split("/")[0]),
+                 timeout=netstack.QUERY_TIMEOUT)
+        host.run(["nmcli", "device", "reapply", dev.name], timeout=netstack.QUERY_TIMEOUT)
+    return address, netstack.nm_lease(host, dev)
 
 
 def tune_channels(host: Host, dev: NetDevice) -> None:
