@@ -99,6 +99,14 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("hotplug-rules", parents=[common],
                         help="write the udev rule that onlines vCPUs and memory, for this configuration")
 
+    configure = commands.add_parser("config", parents=[common],
+                                    help="boot-time configuration from /etc/default/gandi")
+    config_actions = configure.add_subparsers(dest="action", metavar="ACTION", required=True)
+    config_actions.add_parser("list", parents=[common], help="each plugin, its flag, enabled or not")
+    apply = config_actions.add_parser("apply", parents=[common],
+                                      help="run the enabled plugins (--dry-run: diffs, no change)")
+    apply.add_argument("--only", metavar="NAME", help="run this plugin only, even if disabled")
+
     status = commands.add_parser("status", parents=[common],
                                  help="disks, interfaces, vCPUs and memory: what gandi did and why")
     status.add_argument("--format", choices=("text", "yaml"), default="text")
@@ -156,6 +164,20 @@ def _dispatch(args: argparse.Namespace, host, settings) -> int:
 
         module = cpu if args.command == "cpu" else memory
         return 1 if any(o.failed for o in module.online_all(host, settings)) else 0
+    if args.command == "config":
+        from gandi_vm import runner
+
+        if args.action == "list":
+            for row in runner.listing(settings):
+                print(f"{row['plugin']:<11} {row['order']:>3}  {row['flag']:<18} "
+                      f"{'enabled' if row['enabled'] else 'disabled':<8}  {row['does']}")
+            return 0
+        try:
+            ran = runner.apply(host, settings, args.only)
+        except runner.UnknownPlugin as e:
+            log.error("%s", e)
+            return 2
+        return 1 if any(r.outcome.failed for r in ran) else 0
     if args.command == "hotplug-rules":
         from gandi_vm import online
 

@@ -37,6 +37,21 @@ class Settings:
     cpu_hotplug: bool = True
     memory_hotplug: bool = True
     memory_zone: str = "online"
+    # boot-time configuration plugins (gandi-vm config apply)
+    console: bool = True
+    hostname: bool = True
+    nameserver: bool = True
+    timezone: bool = True
+    timezone_name: str = "Europe/Paris"
+    sshd: bool = True
+    sshmgmt: bool = False
+    sshmgmt_key: str = "/etc/gandi/mgmt.pub"
+    motd: bool = True
+    sysctl: bool = True
+    nosegneg: bool = True
+    cron: bool = True
+    fscheck: bool = True
+    plugin_dir: str = "/etc/gandi/plugins.d"
     source: str = "(defaults)"
     # (logging level, "file:line: message") for each line that was not taken as written
     problems: Tuple[Tuple[int, str], ...] = field(default=(), compare=False)
@@ -108,6 +123,23 @@ def _memory_zone(value: str) -> str:
     return value
 
 
+_ZONE = re.compile(r"[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*")
+
+
+def _zone_name(value: str) -> str:
+    """A name such as Europe/Paris; whether the zone exists is the timezone plugin's check."""
+    if not _ZONE.fullmatch(value) or len(value) > 100:
+        raise ValueError("expected a zone name such as Europe/Paris")
+    return value
+
+
+def _file(value: str) -> str:
+    if not value.startswith("/") or any(p == ".." for p in value.split("/")) or \
+            any(ord(c) < 32 for c in value):
+        raise ValueError("expected a plain absolute path")
+    return value
+
+
 def _seconds(value: str) -> int:
     if not value.isdigit() or not 1 <= int(value) <= 86400:
         raise ValueError("expected a number of seconds between 1 and 86400")
@@ -130,6 +162,20 @@ KEYS: Dict[str, Tuple[str, Callable[[str], object]]] = {
     "CONFIG_CPU_HOTPLUG": ("cpu_hotplug", _boolean),
     "CONFIG_MEMORY_HOTPLUG": ("memory_hotplug", _boolean),
     "CONFIG_MEMORY_ZONE": ("memory_zone", _memory_zone),
+    "CONFIG_CONSOLE": ("console", _boolean),
+    "CONFIG_HOSTNAME": ("hostname", _boolean),
+    "CONFIG_NAMESERVER": ("nameserver", _boolean),
+    "CONFIG_TIMEZONE": ("timezone", _boolean),
+    "CONFIG_TIMEZONE_NAME": ("timezone_name", _zone_name),
+    "CONFIG_SSHD": ("sshd", _boolean),
+    "CONFIG_SSHMGMT": ("sshmgmt", _boolean),
+    "CONFIG_SSHMGMT_KEY": ("sshmgmt_key", _file),
+    "CONFIG_MOTD": ("motd", _boolean),
+    "CONFIG_SYSCTL": ("sysctl", _boolean),
+    "CONFIG_NOSEGNEG": ("nosegneg", _boolean),
+    "CONFIG_CRON": ("cron", _boolean),
+    "CONFIG_FSCHECK": ("fscheck", _boolean),
+    "GANDI_PLUGIN_DIR": ("plugin_dir", _directory),
 }
 
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

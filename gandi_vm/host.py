@@ -63,6 +63,7 @@ class Host:
         self.dry_run = dry_run
         self._plan = plan
         self._planned_dirs: set = set()  # in dry-run, directories the plan already creates
+        self.show_diffs = False  # in dry-run, print a unified diff of each file write_text plans
 
     # -- paths -------------------------------------------------------------------------------
     def path(self, guest_path: str) -> str:
@@ -90,6 +91,17 @@ class Host:
     # -- queries -----------------------------------------------------------------------------
     def exists(self, guest_path: str) -> bool:
         return os.path.lexists(self.path(guest_path))
+
+    def is_file(self, guest_path: str) -> bool:
+        """A regular file, not a symlink to one."""
+        real = self.path(guest_path)
+        return os.path.isfile(real) and not os.path.islink(real)
+
+    def readlink(self, guest_path: str) -> Optional[str]:
+        try:
+            return os.readlink(self.path(guest_path))
+        except OSError:
+            return None
 
     def is_dir(self, guest_path: str) -> bool:
         """A real directory, not a symlink to one (a symlink may point anywhere)."""
@@ -186,6 +198,8 @@ class Host:
             pass
         if self.dry_run:
             self._say(f"write {guest_path}")
+            if self.show_diffs:
+                self._diff(guest_path, text)
             return True
         import tempfile  # only writers pay for it, not every hotplug handler's start-up
 
@@ -206,6 +220,33 @@ class Host:
                 os.unlink(tmp)
             raise
         return True
+
+    def symlink(self, guest_path: str, target: str) -> bool:
+        """Point a symlink at target, replacing what is there atomically; False if it already
+        did. The target is written as given (an absolute target resolves inside the guest)."""
+        if self.readlink(guest_path) == target:
+            return False
+        if self.dry_run:
+            self._say(f"symlink {guest_path} -> {target}")
+            return True
+        real = self.path(guest_path)
+        os.makedirs(os.path.dirname(real), mode=0o755, exist_ok=True)
+        temporary = f"{real}.gandi-new"
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        os.symlink(target, temporary)
+        os.replace(temporary, real)
+        return True
+
+    def copy(self, guest_path: str, to_guest_path: str) -> None:
+        """Copy a file with its mode and times (backups; nothing is copied in a dry run)."""
+        if self.dry_run:
+            return
+        import shutil
+
+        destination = self.path(to_guest_path)
+        os.makedirs(os.path.dirname(destination), mode=0o700, exist_ok=True)
+        shutil.copy2(self.path(guest_path), destination)
 
     def write_attr(self, guest_path: str, value: str) -> bool:
         """Write a sysfs or /proc/sys attribute in place (a temp file and a rename mean nothing
@@ -250,6 +291,20 @@ class Host:
             yield
         finally:
             os.close(fd)
+
+    def _diff(self, guest_path: str, text: str) -> None:
+        import difflib
+
+        try:
+            before = self.read_text(guest_path)
+        except OSError:
+            before = ""
+        diff = difflib.unified_diff(before.splitlines(keepends=True), text.splitlines(keepends=True),
+                                    f"a{guest_path}", f"b{guest_path}")
+        out = self._plan or sys.stdout
+        for line in diff:
+            out.write(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n")
+        out.flush()
 
     def _say(self, line: str) -> None:
         print("would " + line, file=self._plan or sys.stdout, flush=True)

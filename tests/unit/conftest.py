@@ -13,8 +13,8 @@ from fakesys import FakeHost, system
 # imported during it, and cli/disk import lazily. A module imported anew while another still
 # holds the old copy gives two NoSuchDevice classes, and `except NoSuchDevice` stops matching.
 for _module in ("blockdev", "cli", "config", "cpu", "dhcp", "disk", "filesystems", "hooks", "host",
-                "labels", "lease", "memory", "mounts", "net", "netdev", "netstack", "online", "routing",
-                "state", "status"):
+                "labels", "lease", "memory", "mounts", "net", "netdev", "netstack", "online", "plugins",
+                "routing", "runner", "state", "status"):
     importlib.import_module(f"gandi_vm.{_module}")
 
 @pytest.fixture

@@ -1,0 +1,125 @@
+"""Boot-time configuration plugins (`gandi-vm config apply`): one module per concern.
+
+A plugin is a module here with three names, in the shape of cloud-init's config modules:
+
+    ORDER = 40                 # plugins run in ascending ORDER
+    FLAG = "CONFIG_TIMEZONE"   # the /etc/default/gandi key (a boolean) that enables it
+    def apply(ctx: Context) -> Outcome: ...
+
+`apply` acts only through the Context, never on the Host directly: every file it writes is atomic,
+keeps mode and owner, keeps a one-time backup of the original, shows up in a dry run as a unified
+diff, and is reported as a change; every command it runs is planned in a dry run. It returns
+`ctx.done()` (changed or unchanged, from what it wrote), `ctx.skip(why)` (nothing to do here, such
+as a binary that is missing), or `ctx.refuse(why)` (invalid input: a one-line error naming the key,
+and nothing written). A second run right after the first must report every plugin unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+from gandi_vm import lease
+from gandi_vm.config import Settings
+from gandi_vm.host import Host, Result
+
+log = logging.getLogger("gandi")
+
+NAMES = ("console", "hostname", "nameserver", "timezone", "ssh", "motd", "sysctl", "nosegneg",
+         "cron", "fscheck")
+CHANGED, UNCHANGED, SKIPPED, FAILED = "changed", "unchanged", "skipped", "failed"
+BACKUP_DIR = "/var/lib/gandi-vm/backup"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    state: str
+    detail: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.state == FAILED
+
+
+@dataclass
+class Context:
+    """What a plugin may use: the rooted host, the settings, and writers that keep the rules."""
+
+    host: Host
+    settings: Settings
+    name: str = ""
+    changes: List[str] = field(default_factory=list)
+
+    # -- writers ---------------------------------------------------------------------------------
+    def write(self, path: str, text: str, mode: int = 0o644) -> bool:
+        """Replace a file's text atomically; a file that already holds it is not rewritten."""
+        self._backup(path)
+        if self.host.write_text(path, text, mode=mode):
+            self.changes.append(path)
+            return True
+        return False
+
+    def symlink(self, path: str, target: str) -> bool:
+        self._backup(path)
+        if self.host.symlink(path, target):
+            self.changes.append(f"{path} -> {target}")
+            return True
+        return False
+
+    def remove(self, path: str) -> bool:
+        self._backup(path)
+        if self.host.remove(path):
+            self.changes.append(f"{path} removed")
+            return True
+        return False
+
+    def run(self, argv: Sequence[str], timeout: float, changes: bool = True) -> Result:
+        """Run a command; one that changes the system is only planned in a dry run."""
+        result = self.host.run(argv, timeout=timeout, changes=changes)
+        if changes:
+            self.changes.append(" ".join(argv))
+        return result
+
+    def _backup(self, path: str) -> None:
+        """Keep the original the first time we touch a file of the owner's (never overwritten)."""
+        if self.host.is_file(path) and not self.host.exists(BACKUP_DIR + path):
+            self.host.copy(path, BACKUP_DIR + path)
+
+    # -- what the DHCP servers said --------------------------------------------------------------
+    def lease_values(self, key: str) -> List[object]:
+        """A lease field from every interface record, the primary interface's first."""
+        records = [r for r in (lease.load(self.host, n) for n in lease.recorded(self.host)) if r]
+        records.sort(key=lambda r: r.get("role") != "primary")
+        values: List[object] = []
+        for record in records:
+            data = record.get("lease")
+            if isinstance(data, dict) and data.get(key) not in (None, "", []):
+                values.append(data[key])
+        return values
+
+    # -- outcomes --------------------------------------------------------------------------------
+    def done(self) -> Outcome:
+        return Outcome(CHANGED, ", ".join(self.changes)) if self.changes else Outcome(UNCHANGED)
+
+    @staticmethod
+    def skip(why: str) -> Outcome:
+        return Outcome(SKIPPED, why)
+
+    @staticmethod
+    def refuse(why: str) -> Outcome:
+        return Outcome(FAILED, why)
+
+
+def flag_enabled(settings: Settings, flag: Optional[str]) -> bool:
+    from gandi_vm import config
+
+    return flag is None or bool(getattr(settings, config.KEYS[flag][0]))
+
+
+def describe() -> Dict[str, str]:
+    """Each plugin's first docstring line, for `config list`."""
+    import importlib
+
+    return {name: (importlib.import_module(f"gandi_vm.plugins.{name}").__doc__ or "").split("\n")[0]
+            for name in NAMES}

@@ -1,0 +1,107 @@
+"""`gandi-vm config apply` and `config list`: the boot-time configuration plugins, in order.
+
+Built-in plugins (gandi_vm/plugins) run in ascending ORDER, each only when its flag is on; then
+the owner's executables in GANDI_PLUGIN_DIR (historic /etc/gandi/plugins.d layout: lexical order,
+executables only, package manager leftovers skipped), each with a timeout; then the hook
+post-vm-config. A failing plugin is reported in one line and the others still run; the exit
+status says whether any failed. Each plugin's duration is logged.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import time
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Dict, List, Optional
+
+from gandi_vm import plugins
+from gandi_vm.config import Settings
+from gandi_vm.hooks import run_hook
+from gandi_vm.host import Host
+from gandi_vm.plugins import FAILED, Context, Outcome
+
+log = logging.getLogger("gandi")
+
+LOCAL_TIMEOUT = 120
+_LEFTOVERS = (".dpkg-old", ".dpkg-new", ".dpkg-dist", ".dpkg-tmp", ".rpmnew", ".rpmsave", "~")
+
+
+class UnknownPlugin(Exception):
+    """--only names no built-in plugin."""
+
+
+@dataclass(frozen=True)
+class Ran:
+    name: str
+    outcome: Outcome
+    seconds: float
+
+
+def modules() -> List[ModuleType]:
+    loaded = [importlib.import_module(f"gandi_vm.plugins.{name}") for name in plugins.NAMES]
+    return sorted(loaded, key=lambda module: module.ORDER)
+
+
+def _name(module: ModuleType) -> str:
+    return module.__name__.rpartition(".")[2]
+
+
+def listing(settings: Settings) -> List[Dict[str, object]]:
+    return [{"plugin": _name(m), "order": m.ORDER, "flag": m.FLAG,
+             "enabled": plugins.flag_enabled(settings, m.FLAG),
+             "does": (m.__doc__ or "").strip().split("\n")[0]} for m in modules()]
+
+
+def apply(host: Host, settings: Settings, only: Optional[str] = None) -> List[Ran]:
+    chosen = modules()
+    if only is not None:
+        chosen = [m for m in chosen if _name(m) == only]
+        if not chosen:
+            raise UnknownPlugin(f"no plugin named {only!r} (see `gandi-vm config list`)")
+    host.show_diffs = True  # a dry run shows every file it would change as a unified diff
+    ran = [_run(host, settings, module, only is not None) for module in chosen]
+    if only is None:
+        ran += _run_local(host, settings)
+        if not host.dry_run:
+            run_hook(host, settings.hook_dir, "post-vm-config", [])
+    return ran
+
+
+def _run(host: Host, settings: Settings, module: ModuleType, asked: bool) -> Ran:
+    name = _name(module)
+    if not plugins.flag_enabled(settings, module.FLAG) and not asked:
+        return _report(Ran(name, Outcome("disabled", f"{module.FLAG}=0"), 0.0), host)
+    started = time.monotonic()
+    try:
+        outcome = module.apply(Context(host=host, settings=settings, name=name))
+    except Exception as e:  # a plugin's bug must not stop the others, nor the boot
+        log.debug("plugin %s", name, exc_info=True)
+        outcome = Outcome(FAILED, f"internal error: {type(e).__name__}: {e}")
+    return _report(Ran(name, outcome, time.monotonic() - started), host)
+
+
+def _run_local(host: Host, settings: Settings) -> List[Ran]:
+    ran = []
+    for entry in host.listdir(settings.plugin_dir):
+        path = f"{settings.plugin_dir}/{entry}"
+        real = host.path(path)
+        if entry.startswith(".") or entry.endswith(_LEFTOVERS) or ".dpkg-" in entry:
+            continue
+        if not os.path.isfile(real) or not os.access(real, os.X_OK):
+            continue
+        started = time.monotonic()
+        result = host.run([real], timeout=LOCAL_TIMEOUT)
+        outcome = Outcome("ran") if result.ok else Outcome(FAILED, result.why())
+        ran.append(_report(Ran(path, outcome, time.monotonic() - started), host))
+    return ran
+
+
+def _report(ran: Ran, host: Host) -> Ran:
+    prefix = "(dry run) " if host.dry_run else ""
+    detail = f": {ran.outcome.detail}" if ran.outcome.detail else ""
+    log.log(logging.ERROR if ran.outcome.failed else logging.INFO, "%splugin %s: %s%s (%.0f ms)",
+            prefix, ran.name, ran.outcome.state, detail, ran.seconds * 1000)
+    return ran

@@ -1,0 +1,136 @@
+"""`config apply` / `config list`: order, flags, isolation of failures, local plugins, hook, dry run.
+
+The built-in plugins are replaced by small fake modules here: what is tested is the runner.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import types
+from dataclasses import replace
+from typing import Callable, List
+
+import pytest
+from fakesys import FakeHost
+
+from gandi_vm import cli, runner
+from gandi_vm.config import Settings
+from gandi_vm.host import Result
+from gandi_vm.plugins import Context, Outcome
+
+SETTINGS = replace(Settings(), timezone=False)  # one flag off, to see it skipped
+
+
+def plugin(name: str, order: int, flag: str, apply: Callable[[Context], Outcome]) -> types.ModuleType:
+    module = types.ModuleType(f"gandi_vm.plugins.{name}", f"{name}: a fake plugin.\n\nMore text.")
+    module.ORDER, module.FLAG, module.apply = order, flag, apply  # type: ignore[attr-defined]
+    return module
+
+
+@pytest.fixture
+def calls(monkeypatch) -> List[str]:
+    ran: List[str] = []
+
+    def writer(ctx: Context) -> Outcome:
+        ran.append("motd")
+        ctx.write("/etc/motd", "hello\n")
+        return ctx.done()
+
+    def broken(ctx: Context) -> Outcome:
+        ran.append("hostname")
+        raise RuntimeError("bug in a plugin")
+
+    def disabled(ctx: Context) -> Outcome:
+        ran.append("timezone")
+        return ctx.done()
+
+    fakes = [plugin("motd", 60, "CONFIG_MOTD", writer), plugin("hostname", 20, "CONFIG_HOSTNAME", broken),
+             plugin("timezone", 40, "CONFIG_TIMEZONE", disabled)]
+    monkeypatch.setattr(runner, "modules", lambda: sorted(fakes, key=lambda m: m.ORDER))
+    return ran
+
+
+def test_plugins_run_in_order_a_failure_is_isolated_and_a_disabled_one_skipped(fs, calls, caplog):
+    host = FakeHost()
+    with caplog.at_level(logging.INFO, logger="gandi"):
+        ran = runner.apply(host, SETTINGS)
+    assert calls == ["hostname", "motd"]
+    states = {r.name: (r.outcome.state, r.outcome.detail) for r in ran}
+    assert states == {"hostname": ("failed", "internal error: RuntimeError: bug in a plugin"),
+                      "timezone": ("disabled", "CONFIG_TIMEZONE=0"),
+                      "motd": ("changed", "/etc/motd")}
+    with open("/etc/motd", encoding="utf-8") as f:
+        assert f.read() == "hello\n"
+    assert any(r.message.startswith("plugin motd: changed: /etc/motd (") for r in caplog.records)
+    assert [r.levelname for r in caplog.records if "hostname" in r.message] == ["ERROR"]
+
+
+def test_second_apply_reports_unchanged(fs, calls):
+    runner.apply(FakeHost(), SETTINGS)
+    again = {r.name: r.outcome.state for r in runner.apply(FakeHost(), SETTINGS)}
+    assert again["motd"] == "unchanged"
+
+
+def test_only_runs_that_plugin_even_disabled_and_unknown_is_an_error(fs, calls):
+    ran = runner.apply(FakeHost(), SETTINGS, only="timezone")
+    assert [(r.name, r.outcome.state) for r in ran] == [("timezone", "unchanged")]
+    with pytest.raises(runner.UnknownPlugin):
+        runner.apply(FakeHost(), SETTINGS, only="nope")
+
+
+def test_dry_run_prints_a_diff_and_changes_nothing(fs, calls):
+    fs.create_file("/etc/motd", contents="old\n")
+    plan = io.StringIO()
+    runner.apply(FakeHost(dry_run=True, plan=plan), SETTINGS)
+    with open("/etc/motd", encoding="utf-8") as f:
+        assert f.read() == "old\n"
+    assert "-old\n+hello\n" in plan.getvalue()
+    assert not os.path.exists("/var/lib/gandi-vm/backup/etc/motd")
+
+
+def test_the_owners_file_is_backed_up_once(fs, calls):
+    fs.create_file("/etc/motd", contents="owner's\n")
+    runner.apply(FakeHost(), SETTINGS)
+    with open("/etc/motd", "w", encoding="utf-8") as f:
+        f.write("edited again\n")
+    runner.apply(FakeHost(), SETTINGS)
+    with open("/var/lib/gandi-vm/backup/etc/motd", encoding="utf-8") as f:
+        assert f.read() == "owner's\n"
+
+
+def test_local_plugins_run_in_lexical_order_skipping_leftovers_and_non_executables(fs, calls):
+    for name, mode in (("20-b", 0o755), ("10-a", 0o755), ("30-c.dpkg-old", 0o755), ("40-d~", 0o755),
+                       ("50-e.rpmnew", 0o755), ("60-not-executable", 0o644), ("70-fails", 0o755)):
+        fs.create_file(f"/etc/gandi/plugins.d/{name}", contents="#!/bin/sh\n", st_mode=0o100000 | mode)
+    host = FakeHost()
+    host.handlers["70-fails"] = lambda argv: Result(argv, 3, stderr="70-fails: broken\n")
+    host.handlers["10-a"] = host.handlers["20-b"] = lambda argv: Result(argv, 0)
+    ran = runner.apply(host, SETTINGS)
+    local = [(r.name, r.outcome.state) for r in ran if r.name.startswith("/")]
+    assert local == [("/etc/gandi/plugins.d/10-a", "ran"), ("/etc/gandi/plugins.d/20-b", "ran"),
+                     ("/etc/gandi/plugins.d/70-fails", "failed")]
+    assert [r.outcome.detail for r in ran if r.name.endswith("70-fails")] == ["70-fails: broken"]
+
+
+def test_the_post_vm_config_hook_runs_last(fs, calls):
+    fs.create_file("/etc/gandi/hooks/post-vm-config", contents="#!/bin/sh\n", st_mode=0o100755)
+    host = FakeHost()
+    host.handlers["post-vm-config"] = lambda argv: Result(argv, 0)
+    runner.apply(host, SETTINGS)
+    assert host.commands[-1] == ["/etc/gandi/hooks/post-vm-config"]
+
+
+def test_cli_exit_status_and_list(fs, calls, monkeypatch, capsys):
+    monkeypatch.setattr("gandi_vm.host.Host", FakeHost)
+    assert cli.main(["config", "apply"]) == 1  # the broken plugin
+    assert cli.main(["config", "apply", "--only", "motd"]) == 0
+    assert cli.main(["config", "apply", "--only", "nope"]) == 2
+    capsys.readouterr()
+    assert cli.main(["config", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[:4] for line in lines] == [
+        ["hostname", "20", "CONFIG_HOSTNAME", "enabled"], ["timezone", "40", "CONFIG_TIMEZONE", "enabled"],
+        ["motd", "60", "CONFIG_MOTD", "enabled"]]
+    assert lines[0].endswith("hostname: a fake plugin.")
