@@ -106,8 +106,25 @@ def attach(host: Host, settings: Settings, name: str, config: Optional[str] = No
     with host.lock(f"iface-{name}"):
         outcome = _attach(host, settings, name, config).report(host)
     if outcome.state == CONFIGURED and not host.dry_run:
+        _apply_lease_plugins(host, settings, name)
         run_hook(host, settings.hook_dir, "post-iface-attach", [name])
     return outcome
+
+
+# The boot-time plugins that use what a DHCP server said. gandi-config.service runs at boot with
+# whatever lease data exists then; a primary interface's lease often comes later (or with a NIC
+# plugged afterwards), so those plugins run again when it arrives.
+LEASE_PLUGINS = ("hostname", "nameserver")
+
+
+def _apply_lease_plugins(host: Host, settings: Settings, name: str) -> None:
+    record = lease.load(host, name) or {}
+    if record.get("role") != "primary":
+        return
+    from gandi_vm import runner
+
+    for plugin in LEASE_PLUGINS:
+        runner.apply(host, settings, only=plugin, respect_flag=True)
 
 
 def _attach(host: Host, settings: Settings, name: str, config: Optional[str]) -> Outcome:

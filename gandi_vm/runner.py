@@ -55,14 +55,17 @@ def listing(settings: Settings) -> List[Dict[str, object]]:
              "does": (m.__doc__ or "").strip().split("\n")[0]} for m in modules()]
 
 
-def apply(host: Host, settings: Settings, only: Optional[str] = None) -> List[Ran]:
+def apply(host: Host, settings: Settings, only: Optional[str] = None,
+          respect_flag: bool = False) -> List[Ran]:
+    """Run the plugins. `only` runs one, even when its flag is off (asked by hand), unless
+    `respect_flag` (asked by the code, such as interface attach)."""
     chosen = modules()
     if only is not None:
         chosen = [m for m in chosen if _name(m) == only]
         if not chosen:
             raise UnknownPlugin(f"no plugin named {only!r} (see `gandi-vm config list`)")
     host.show_diffs = True  # a dry run shows every file it would change as a unified diff
-    ran = [_run(host, settings, module, only is not None) for module in chosen]
+    ran = [_run(host, settings, module, only is not None and not respect_flag) for module in chosen]
     if only is None:
         ran += _run_local(host, settings)
         if not host.dry_run:

@@ -10,8 +10,9 @@ A plugin is a module here with three names, in the shape of cloud-init's config 
 keeps mode and owner, keeps a one-time backup of the original, shows up in a dry run as a unified
 diff, and is reported as a change; every command it runs is planned in a dry run. It returns
 `ctx.done()` (changed or unchanged, from what it wrote), `ctx.skip(why)` (nothing to do here, such
-as a binary that is missing), or `ctx.refuse(why)` (invalid input: a one-line error naming the key,
-and nothing written). A second run right after the first must report every plugin unchanged.
+as a binary that is missing), `ctx.refuse(why)` (invalid input: a one-line error naming the key,
+and nothing written) or `ctx.fail(why)` (a command it needed failed). A second run right after
+the first must report every plugin unchanged.
 """
 
 from __future__ import annotations
@@ -53,7 +54,13 @@ class Context:
 
     # -- writers ---------------------------------------------------------------------------------
     def write(self, path: str, text: str, mode: int = 0o644) -> bool:
-        """Replace a file's text atomically; a file that already holds it is not rewritten."""
+        """Replace a file's text atomically; a file that already holds it is not touched (not
+        even backed up). A symlink is replaced by a file: callers that must not do that check."""
+        try:
+            if self.host.is_file(path) and self.host.read_text(path) == text:
+                return False
+        except (OSError, UnicodeDecodeError):
+            pass
         self._backup(path)
         if self.host.write_text(path, text, mode=mode):
             self.changes.append(path)
@@ -61,6 +68,8 @@ class Context:
         return False
 
     def symlink(self, path: str, target: str) -> bool:
+        if self.host.readlink(path) == target:
+            return False
         self._backup(path)
         if self.host.symlink(path, target):
             self.changes.append(f"{path} -> {target}")
@@ -68,6 +77,8 @@ class Context:
         return False
 
     def remove(self, path: str) -> bool:
+        if not self.host.exists(path):
+            return False
         self._backup(path)
         if self.host.remove(path):
             self.changes.append(f"{path} removed")
@@ -108,6 +119,12 @@ class Context:
 
     @staticmethod
     def refuse(why: str) -> Outcome:
+        """Invalid input (a configuration value, a lease value): nothing was written."""
+        return Outcome(FAILED, why)
+
+    @staticmethod
+    def fail(why: str) -> Outcome:
+        """What the plugin needed failed (a command, a reload); said in one line."""
         return Outcome(FAILED, why)
 
 

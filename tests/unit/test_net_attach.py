@@ -362,6 +362,22 @@ def test_primary_interface_gets_the_default_route_in_main(host, network):
     assert sysctls()["/proc/sys/net/ipv6/conf/eth1/accept_ra"] == "2"
 
 
+def test_a_primary_lease_applies_the_hostname_and_resolver_plugins(host, network, fs):
+    network.tables["main"] = []
+    network.addresses = {}
+    fs.create_file("/etc/hosts", contents="127.0.0.1\tlocalhost\n")
+    net.attach(host, SETTINGS, "eth1")
+    with open("/etc/hostname", encoding="utf-8") as f:
+        assert f.read() == "vm-eth1\n"
+    with open("/etc/resolv.conf", encoding="utf-8") as f:
+        assert "nameserver" in f.read()
+
+
+def test_a_secondary_lease_leaves_hostname_and_resolver_alone(host, network, fs):
+    net.attach(host, SETTINGS, "eth1")
+    assert not os.path.exists("/etc/hostname") and not os.path.exists("/etc/resolv.conf")
+
+
 def test_hook_runs_after_a_configured_attach(host, network, fs):
     fs.create_file("/etc/gandi/hooks/post-iface-attach", st_mode=0o100755)
     net.attach(host, SETTINGS, "eth1")
