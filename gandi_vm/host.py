@@ -189,12 +189,12 @@ class Host:
         real = self.path(guest_path)
         owner = None
         try:
-            with open(real, encoding="utf-8") as f:
+            with open(real, encoding="utf-8", errors="surrogateescape") as f:
                 if f.read() == text:
                     return False
                 st = os.fstat(f.fileno())
                 mode, owner = st.st_mode & 0o7777, (st.st_uid, st.st_gid)
-        except (OSError, UnicodeDecodeError):
+        except OSError:
             pass
         if self.dry_run:
             self._say(f"write {guest_path}")
@@ -207,7 +207,8 @@ class Host:
         os.makedirs(directory, mode=0o755, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=".gandi-")
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
+            # surrogateescape: the bytes read_text could not decode go back out unchanged
+            with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as f:
                 f.write(text)
                 f.flush()
                 os.fsync(f.fileno())

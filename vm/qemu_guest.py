@@ -198,6 +198,7 @@ def make_disk(path: Path, fstype: str, label: str = "", size_mb: int = 64) -> Pa
 
 
 FORWARDED_PORT = 7777
+DHCP_HOSTNAME = "vm-from-dhcp"  # what the first NIC's DHCP server tells the guest its name is
 
 
 def _free_port() -> int:
@@ -238,7 +239,8 @@ class Guest:
                 "-append", CMDLINE,
                 "-drive", f"file={self.image / 'rootfs.raw'},format=raw,if=none,id=root,snapshot=on",
                 "-device", "virtio-blk-pci,drive=root",
-                "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{self.forwarded_port}-:{FORWARDED_PORT}",
+                "-netdev", f"user,id=net0,hostname={DHCP_HOSTNAME},"
+                f"hostfwd=tcp:127.0.0.1:{self.forwarded_port}-:{FORWARDED_PORT}",
                 "-device", "virtio-net-pci,netdev=net0"]
         for index, disk in enumerate(self.boot_disks):
             argv += ["-drive", f"file={disk},format=raw,if=none,id=boot{index}",

@@ -88,8 +88,8 @@ class Context:
     def run(self, argv: Sequence[str], timeout: float, changes: bool = True) -> Result:
         """Run a command; one that changes the system is only planned in a dry run."""
         result = self.host.run(argv, timeout=timeout, changes=changes)
-        if changes:
-            self.changes.append(" ".join(argv))
+        if changes and result.returncode != 127:  # a program that is not there changed nothing
+            self.changes.append(" ".join(_shown(a) for a in argv))
         return result
 
     def _backup(self, path: str) -> None:
@@ -126,6 +126,12 @@ class Context:
     def fail(why: str) -> Outcome:
         """What the plugin needed failed (a command, a reload); said in one line."""
         return Outcome(FAILED, why)
+
+
+def _shown(arg: str) -> str:
+    import shlex
+
+    return shlex.quote(arg)
 
 
 def flag_enabled(settings: Settings, flag: Optional[str]) -> bool:

@@ -129,7 +129,7 @@ def test_units_pass_systemd_analyze_verify(tmp_path):
     done = subprocess.run(["systemd-analyze", "verify", "--man=no", f"--root={tmp_path}",
                            "gandi-mount.service", "gandi-disk@vdb.service",
                            "gandi-iface@ens4.service", "gandi-retune.service",
-                           "gandi-online-rules.service"],
+                           "gandi-online-rules.service", "gandi-config.service"],
                           capture_output=True, text=True, timeout=60, check=False)
     # verify exits 0 on some problems (an ignored bad line): any output at all is a finding.
     assert (done.returncode, done.stdout + done.stderr) == (0, "")

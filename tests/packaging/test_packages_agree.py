@@ -18,6 +18,8 @@ from conftest import REPO, deb_files, rpm_files
 ROLES = [
     (r"/usr/lib/python3/dist-packages/gandi_vm/(\w+\.py)", "module {}"),
     (r"/usr/share/gandi-vm/gandi_vm/(\w+\.py)", "module {}"),
+    (r"/usr/lib/python3/dist-packages/gandi_vm/plugins/(\w+\.py)", "plugin {}"),
+    (r"/usr/share/gandi-vm/gandi_vm/plugins/(\w+\.py)", "plugin {}"),
     (r"/usr/lib/python3/dist-packages/gandi_vm-[^/]+\.dist-info/.*", None),
     (r"/usr/bin/(gandi-vm)", "command {}"),
     (r"(?:/usr)?/lib/systemd/system/([^/]+\.service)", "unit {}"),
@@ -25,6 +27,7 @@ ROLES = [
     (r"(?:/usr)?/lib/udev/rules\.d/([^/]+\.rules)", "udev rule {}"),
     (r"/etc/(?:default|sysconfig)/(gandi)", "config {}"),
     (r"/etc/gandi/hooks/([^/]+)", "hook {}"),
+    (r"/etc/gandi/(sysctl\.conf)", "config {}"),
     (r"/usr/share/man/man8/([^/]+\.8)(?:\.gz)?", "man page {}"),
     (r"/usr/share/doc/gandi-vm/(README\.md)(?:\.gz)?", "doc {}"),
     (r"/usr/share/doc/gandi-vm/(?:changelog\.gz|copyright)", None),
@@ -51,11 +54,13 @@ def tree_roles() -> Set[str]:
         return {p.name for p in REPO.glob(pattern)}
 
     return ({f"module {n}" for n in names("gandi_vm/*.py")}
+            | {f"plugin {n}" for n in names("gandi_vm/plugins/*.py")}
             | {"command gandi-vm", "config gandi", "doc README.md"}
             | {f"unit {n}" for n in names("systemd/*.service")}
             | {f"preset {n}" for n in names("packaging/*.preset")}
             | {f"udev rule {n}" for n in names("udev/*.rules")}
             | {f"hook {n}" for n in names("etc/gandi/hooks/*")}
+            | {f"config {n}" for n in names("etc/gandi/*.conf")}
             | {f"man page {n}" for n in names("doc/*.8")})
 
 

@@ -100,10 +100,13 @@ def test_dependencies_provides_obsoletes_conflicts(built_rpm: Path):
     assert set(lines(query(built_rpm, "--conflicts"))) == {"gandi-hosting-vm", "gandi-hosting-vm2"}
 
 
+BOOT_UNITS = "gandi-mount.service gandi-online-rules.service gandi-config.service"
+
+
 def test_scripts_enable_by_preset_and_reload(built_rpm: Path):
     scripts = query(built_rpm, "--scripts")
-    assert "systemctl --no-reload preset gandi-mount.service gandi-online-rules.service" in scripts
-    assert "systemctl --no-reload disable gandi-mount.service gandi-online-rules.service" in scripts
+    assert f"systemctl --no-reload preset {BOOT_UNITS}" in scripts
+    assert f"systemctl --no-reload disable {BOOT_UNITS}" in scripts
     assert "udevadm control --reload" in scripts
     assert "systemctl daemon-reload" in scripts
     # Removing the package must not stop anything: a stop would unmount customer disks.
@@ -118,12 +121,12 @@ SCRIPTLETS = {"post": "%{POSTIN}", "preun": "%{PREUN}", "postun": "%{POSTUN}"}
 
 
 @pytest.mark.parametrize("scriptlet, arg, calls", [
-    ("post", 1, ["systemctl --no-reload preset gandi-mount.service gandi-online-rules.service",
+    ("post", 1, [f"systemctl --no-reload preset {BOOT_UNITS}",
                  "systemctl daemon-reload",
                  "udevadm control --reload"]),
     ("post", 2, ["systemctl daemon-reload", "udevadm control --reload"]),
-    ("preun", 0, ["systemctl --no-reload disable gandi-mount.service gandi-online-rules.service",
-                  f"rm -rf {CODE_DIR}/gandi_vm/__pycache__"]),
+    ("preun", 0, [f"systemctl --no-reload disable {BOOT_UNITS}",
+                  f"rm -rf {CODE_DIR}/gandi_vm/__pycache__ {CODE_DIR}/gandi_vm/plugins/__pycache__"]),
     ("preun", 1, []),
     ("postun", 0, ["systemctl daemon-reload", "rm -f /run/udev/rules.d/87-gandi-online.rules",
                    "udevadm control --reload",

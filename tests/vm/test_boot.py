@@ -36,7 +36,6 @@ def test_gandi_mount_ran_and_succeeded(guest: Guest):
     assert unit_state(guest, "gandi-mount.service") == RAN
 
 
-@pytest.mark.xfail(strict=True, reason="gandi-config.service comes with issue 7")
 def test_gandi_config_ran_and_succeeded(guest: Guest):
     assert unit_state(guest, "gandi-config.service") == RAN
 
