@@ -41,7 +41,9 @@ def file_flags(rpm: Path) -> Dict[str, str]:
 
 
 def tree_modules() -> Set[str]:
-    return {f"{CODE_DIR}/gandi_vm/{module.name}" for module in (REPO / "gandi_vm").glob("*.py")}
+    modules = {f"{CODE_DIR}/{module.relative_to(REPO)}" for module in (REPO / "gandi_vm").glob("*.py")}
+    modules |= {f"{CODE_DIR}/{m.relative_to(REPO)}" for m in (REPO / "gandi_vm/plugins").glob("*.py")}
+    return modules | {f"{CODE_DIR}/gandi_vm/plugins"}
 
 
 def test_name_arch_version_license(built_rpm: Path):
@@ -76,12 +78,14 @@ def test_file_list_matches_the_source_tree(built_rpm: Path):
 def test_config_files_are_noreplace_and_modes_are_right(built_rpm: Path):
     flags = file_flags(built_rpm)
     hooks = {f"{HOOK_DIR}/{hook.name}" for hook in (REPO / "etc/gandi/hooks").glob("*.example")}
-    assert set(lines(query(built_rpm, "-c"))) == {CONFFILE} | hooks
-    for path in {CONFFILE} | hooks:
+    configs = {CONFFILE, "/etc/gandi/sysctl.conf"}
+    assert set(lines(query(built_rpm, "-c"))) == configs | hooks
+    for path in configs | hooks:
         assert flags[path] == "cn -rw-r--r--", path
     assert flags[LAUNCHER] == " -rwxr-xr-x"
     for path in tree_modules():
-        assert flags[path] == " -rw-r--r--", path
+        wanted = " drwxr-xr-x" if path.endswith("/plugins") else " -rw-r--r--"
+        assert flags[path] == wanted, path
     assert flags["/usr/share/licenses/gandi-vm/LICENSE"].startswith("l ")
     assert flags["/usr/share/doc/gandi-vm/README.md"].startswith("d ")
 
