@@ -7,6 +7,7 @@ import io
 import os
 
 import pytest
+from fakeroot import snapshot
 from fakesys import FakeHost
 
 from gandi_vm.config import Settings
@@ -24,21 +25,6 @@ INITTAB = ("# /etc/inittab: init(8) configuration.\n"
 def apply(host: FakeHost):
     return console.apply(Context(host, Settings(), name="console"))
 
-
-def snapshot(top: str = "/"):
-    """Every file's bytes, link's target and directory under top."""
-    state = {}
-    for directory, dirs, files in os.walk(top):
-        for name in dirs + files:
-            path = os.path.join(directory, name)
-            if os.path.islink(path):
-                state[path] = ("link", os.readlink(path))
-            elif os.path.isfile(path):
-                with open(path, "rb") as f:
-                    state[path] = f.read()
-            else:
-                state[path] = "dir"
-    return state
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import io
 import os
 
 import pytest
+from fakeroot import snapshot
 from fakesys import FakeHost
 
 from gandi_vm.config import Settings
@@ -30,20 +31,6 @@ RHEL = ("SHELL=/bin/bash\nPATH=/sbin:/bin:/usr/sbin:/usr/bin\nMAILTO=root\n\n"
 def apply(host: FakeHost):
     return cron.apply(Context(host, Settings(), name="cron"))
 
-
-def snapshot(top: str = "/"):
-    state = {}
-    for directory, dirs, files in os.walk(top):
-        for name in dirs + files:
-            path = os.path.join(directory, name)
-            if os.path.islink(path):
-                state[path] = ("link", os.readlink(path))
-            elif os.path.isfile(path):
-                with open(path, "rb") as f:
-                    state[path] = f.read()
-            else:
-                state[path] = "dir"
-    return state
 
 
 def crontab() -> str:

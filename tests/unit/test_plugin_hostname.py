@@ -4,7 +4,7 @@ the running system and /etc/hosts; hostile values are refused and never reach a 
 from __future__ import annotations
 
 import pytest
-from fakeroot_plugins_a import context, dry_host, lease, put, read, snapshot
+from fakeroot import context, dry_host, lease, put, read, snapshot
 from fakesys import FakeHost
 
 from gandi_vm.host import Result

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import stat
 
-from fakeroot_plugins_a import context, dry_host, link, put, read, snapshot
+from fakeroot import context, dry_host, link, put, read, snapshot
 from fakesys import FakeHost
 
 from gandi_vm.plugins import CHANGED, SKIPPED, UNCHANGED, motd

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from fakeroot_plugins_a import context, dry_host, lease, link, put, read, snapshot
+from fakeroot import context, dry_host, lease, link, put, read, snapshot
 from fakesys import FakeHost
 
 from gandi_vm.host import Result

@@ -7,6 +7,7 @@ import io
 import os
 
 import pytest
+from fakeroot import snapshot
 from fakesys import FakeHost
 
 from gandi_vm.config import Settings
@@ -19,20 +20,6 @@ CONF = "/etc/ld.so.conf.d/libc6-xen.conf"
 def apply(host: FakeHost):
     return nosegneg.apply(Context(host, Settings(), name="nosegneg"))
 
-
-def snapshot(top: str = "/"):
-    state = {}
-    for directory, dirs, files in os.walk(top):
-        for name in dirs + files:
-            path = os.path.join(directory, name)
-            if os.path.islink(path):
-                state[path] = ("link", os.readlink(path))
-            elif os.path.isfile(path):
-                with open(path, "rb") as f:
-                    state[path] = f.read()
-            else:
-                state[path] = "dir"
-    return state
 
 
 def guest(fs, machine: str = "i686", xen: str = "proc", root: str = "/") -> FakeHost:

@@ -7,9 +7,10 @@ import base64
 import io
 import os
 import struct
-from typing import Dict, List, Tuple
+from typing import List, Tuple
 
 import pytest
+from fakeroot import snapshot
 from fakesys import FakeHost
 
 from gandi_vm.config import Settings
@@ -128,17 +129,6 @@ def apply(host: FakeHost, **settings) -> Tuple[object, Context]:
     ctx = Context(host, Settings(**settings), name="ssh")
     return ssh.apply(ctx), ctx
 
-
-def snapshot() -> Dict[str, Tuple]:
-    """Every file's bytes, mode, owner and inode: a rewrite with the same text still shows."""
-    seen = {}
-    for directory, _, files in os.walk("/"):
-        for name in files:
-            path = os.path.join(directory, name)
-            status = os.lstat(path)
-            with open(path, "rb") as f:
-                seen[path] = (f.read(), status.st_mode, status.st_uid, status.st_ino, status.st_mtime_ns)
-    return seen
 
 
 def mode(path: str) -> int:

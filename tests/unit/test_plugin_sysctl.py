@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Optional
 
 import pytest
+from fakeroot import snapshot
 from fakesys import FakeHost
 
 from gandi_vm.config import Settings
@@ -25,20 +26,6 @@ APPLY = ["sysctl", "-q", "-p", "/etc/gandi/sysctl.conf"]
 def apply(host: FakeHost):
     return sysctl.apply(Context(host, Settings(), name="sysctl"))
 
-
-def snapshot(top: str = "/"):
-    state = {}
-    for directory, dirs, files in os.walk(top):
-        for name in dirs + files:
-            path = os.path.join(directory, name)
-            if os.path.islink(path):
-                state[path] = ("link", os.readlink(path))
-            elif os.path.isfile(path):
-                with open(path, "rb") as f:
-                    state[path] = f.read()
-            else:
-                state[path] = "dir"
-    return state
 
 
 def answering(host: FakeHost, code: int = 0, stderr: str = "") -> FakeHost:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from fakeroot_plugins_a import context, dry_host, link, put, read, snapshot
+from fakeroot import context, dry_host, link, put, read, snapshot
 from fakesys import FakeHost
 
 from gandi_vm.plugins import CHANGED, FAILED, SKIPPED, UNCHANGED, timezone

@@ -1,6 +1,6 @@
-"""Helpers for the timezone, hostname, nameserver and motd plugin tests: a small fake root in the
-pyfakefs `fs`, lease records as interface attach writes them, a Context, and a snapshot of every
-file (content, link target, inode, mtime) to show that an apply changed no byte."""
+"""Helpers for the plugin tests: a small fake root in the pyfakefs `fs`, lease records as
+interface attach writes them, a Context, and a snapshot of every file (content, link target,
+inode, mtime) to show that an apply changed no byte."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from fakesys import FakeHost
 from gandi_vm.config import Settings
 from gandi_vm.plugins import Context
 
-Entry = Tuple[str, object, int, int]
+Entry = Tuple[str, object, int, int, int, int]
 
 
 def put(path: str, text: str, mode: int = 0o644) -> None:
@@ -53,17 +53,19 @@ def dry_host() -> Tuple[FakeHost, io.StringIO]:
 
 
 def snapshot(top: str = "/") -> Dict[str, Entry]:
-    """Every file, link and directory under top: (kind, content or target, inode, mtime_ns)."""
+    """Every file, link and directory under top: (kind, content or target, inode, mtime_ns, mode,
+    uid), so that a rewrite with the same text, or a chmod or chown, still shows."""
     tree: Dict[str, Entry] = {}
     for directory, dirs, files in os.walk(top):
         for name in dirs + files:
             path = os.path.join(directory, name)
             st = os.lstat(path)
             if os.path.islink(path):
-                tree[path] = ("link", os.readlink(path), st.st_ino, st.st_mtime_ns)
+                kind, content = "link", os.readlink(path)
             elif os.path.isdir(path):
-                tree[path] = ("dir", None, st.st_ino, st.st_mtime_ns)
+                kind, content = "dir", None
             else:
                 with open(path, "rb") as f:
-                    tree[path] = ("file", f.read(), st.st_ino, st.st_mtime_ns)
+                    kind, content = "file", f.read()
+            tree[path] = (kind, content, st.st_ino, st.st_mtime_ns, st.st_mode, st.st_uid)
     return tree
