@@ -38,6 +38,9 @@ import tempfile
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
+import benchlib
+from benchlib import BenchError, Interrupted, summarize, unwind_on_signals, write_json
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_JSON = os.path.join(REPO, "bench", "results", "disk_attach.json")
 DEFAULT_PYTHON = "/usr/bin/python3"  # guests run the distro interpreter
@@ -56,30 +59,15 @@ ENV = {
 TOOLS = ("losetup", "mkfs.ext4", "e2fsck", "blkid", "mount", "umount")
 
 
-class BenchError(Exception):
-    """A step of the benchmark failed; reported in one line."""
-
-
-class Interrupted(BaseException):
-    """SIGTERM or SIGHUP: unwind like Ctrl-C so that the cleanup runs."""
 
 
 # -- commands ----------------------------------------------------------------------------------
 def run(argv: Sequence[str], check: bool = True) -> subprocess.CompletedProcess:
-    done = subprocess.run(list(argv), stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                          errors="replace", env=ENV, cwd=REPO, timeout=TIMEOUT, check=False)
-    if check and done.returncode != 0:
-        lines = [line for line in (done.stderr + done.stdout).splitlines() if line.strip()]
-        why = lines[-1].strip() if lines else "no output"
-        raise BenchError(f"`{' '.join(argv)}` failed (exit {done.returncode}): {why}")
-    return done
+    return benchlib.run(argv, ENV, str(REPO), TIMEOUT, check)
 
 
 def timed(argv: Sequence[str]) -> float:
-    """Wall time of one command in milliseconds; the command must succeed."""
-    start = time.perf_counter()
-    run(argv)
-    return (time.perf_counter() - start) * 1000
+    return benchlib.timed(argv, ENV, str(REPO), TIMEOUT)
 
 
 # -- the test device -----------------------------------------------------------------------------
@@ -260,15 +248,6 @@ ROWS = (  # key, label, indented
 )
 
 
-def summarize(samples: List[Dict[str, float]]) -> Dict[str, Dict[str, Any]]:
-    out: Dict[str, Dict[str, Any]] = {}
-    for key in samples[0]:
-        values = [s[key] for s in samples]
-        out[key] = {"median": round(statistics.median(values), 3), "min": round(min(values), 3),
-                    "max": round(max(values), 3), "samples": [round(v, 3) for v in values]}
-    return out
-
-
 def render(meta: Dict[str, object], summary: Dict[str, Dict[str, Any]],
            imports: List[Dict[str, Any]]) -> str:
     total = summary["attach"]["median"]
@@ -305,10 +284,6 @@ def render(meta: Dict[str, object], summary: Dict[str, Dict[str, Any]],
 
 
 # -- main ----------------------------------------------------------------------------------------
-def _raise_interrupted(signum, frame) -> None:
-    raise Interrupted(signal.Signals(signum).name)
-
-
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=10, help="measured runs (default 10)")
@@ -336,8 +311,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"disk_attach.py: missing: {' '.join(missing) or args.python}", file=sys.stderr)
         return 1
 
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _raise_interrupted)
+    unwind_on_signals()
     fx = Fixture(args.python, args.tmpdir)
     status = 0
     try:
@@ -381,11 +355,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             summary["startup"]["median"] / summary["python_pass"]["median"], 3),
     }
     print(render(meta, summary, imports))
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w", encoding="utf-8") as f:
-        json.dump({"meta": meta, "ms": summary, "imports_ms": imports}, f, indent=2)
-        f.write("\n")
-    print(f"\nfigures written to {args.json}")
+    write_json(str(args.json), {"meta": meta, "ms": summary, "imports_ms": imports})
     return 0
 
 

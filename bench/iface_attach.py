@@ -29,14 +29,12 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import queue
 import re
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -50,6 +48,9 @@ sys.path.insert(0, str(REPO / "tests" / "integration"))
 
 import gandi_netns  # noqa: E402
 from gandi_netns import Lab, LabError  # noqa: E402
+
+import benchlib  # noqa: E402
+from benchlib import BenchError, Interrupted, summarize, unwind_on_signals, write_json  # noqa: E402
 
 DEFAULT_JSON = REPO / "bench" / "results" / "iface_attach.json"
 DEFAULT_PYTHON = "/usr/bin/python3"  # guests run the distro interpreter
@@ -94,29 +95,15 @@ BASELINE_WHY = ("baseline: the same dhclient and dhclient.conf with a minimal sh
                 "does not do")
 
 
-class BenchError(Exception):
-    """A step of the benchmark failed; reported in one line."""
-
-
-class Interrupted(BaseException):
-    """SIGTERM or SIGHUP: unwind like Ctrl-C so that the cleanup runs."""
 
 
 # -- commands ----------------------------------------------------------------------------------
 def run(argv: Sequence[str], check: bool = True) -> subprocess.CompletedProcess:
-    done = subprocess.run(list(argv), stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                          errors="replace", env=ENV, cwd=REPO, timeout=TIMEOUT, check=False)
-    if check and done.returncode != 0:
-        lines = [line for line in (done.stderr + done.stdout).splitlines() if line.strip()]
-        why = lines[-1].strip() if lines else "no output"
-        raise BenchError(f"`{' '.join(argv)}` failed (exit {done.returncode}): {why}")
-    return done
+    return benchlib.run(argv, ENV, str(REPO), TIMEOUT, check)
 
 
 def timed(argv: Sequence[str]) -> float:
-    start = time.perf_counter()
-    run(argv)
-    return (time.perf_counter() - start) * 1000
+    return benchlib.timed(argv, ENV, str(REPO), TIMEOUT)
 
 
 class AddressMonitor:
@@ -272,15 +259,6 @@ ROWS = (  # key, label, indented
 )
 
 
-def summarize(samples: List[Dict[str, float]]) -> Dict[str, Dict[str, Any]]:
-    out: Dict[str, Dict[str, Any]] = {}
-    for key in samples[0]:
-        values = [s[key] for s in samples]
-        out[key] = {"median": round(statistics.median(values), 3), "min": round(min(values), 3),
-                    "max": round(max(values), 3), "samples": [round(v, 3) for v in values]}
-    return out
-
-
 def render(meta: Dict[str, Any], summary: Dict[str, Dict[str, Any]]) -> str:
     width = max(len(label) for _, label, _ in ROWS) + 4
     lines = [
@@ -301,15 +279,12 @@ def render(meta: Dict[str, Any], summary: Dict[str, Dict[str, Any]]) -> str:
     events = meta["dhcp_events"]
     lines += ["", f"`--version` is {meta['version_vs_pass_ratio']:.2f}x a bare `python3 -c pass` "
               f"(medians); an attach starts {1 + len(events)} interpreters: the command, then "
-              f"the lease script once per dhclient event ({', '.join(events)})"]
+              f"the lease script once per dhclient event ({', '.join(events)}); the one for "
+              "PREINIT exits before importing gandi_vm"]
     return "\n".join(lines)
 
 
 # -- main ----------------------------------------------------------------------------------------
-def _raise_interrupted(signum, frame) -> None:
-    raise Interrupted(signal.Signals(signum).name)
-
-
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=10, help="measured runs (default 10)")
@@ -337,8 +312,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"iface_attach.py: missing: {args.python}", file=sys.stderr)
         return 1
 
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _raise_interrupted)
+    unwind_on_signals()
     tmp = Path(tempfile.mkdtemp(prefix="gandi-bench-iface-", dir=args.tmpdir))
     lab = Lab(tmp / "lab", secondaries=(NAME,), python=args.python)
     monitor: Optional[AddressMonitor] = None
@@ -395,11 +369,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             summary["gandi_version"]["median"] / summary["python_pass"]["median"], 3),
     }
     print(render(meta, summary))
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w", encoding="utf-8") as f:
-        json.dump({"meta": meta, "ms": summary}, f, indent=2)
-        f.write("\n")
-    print(f"\nfigures written to {args.json}")
+    write_json(str(args.json), {"meta": meta, "ms": summary})
     return 0
 
 
