@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
 import statistics
 import subprocess
 import time
-from typing import Any, Dict, List, Mapping, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_PYTHON = "/usr/bin/python3"  # guests run the distro interpreter
 
 
 class BenchError(Exception):
@@ -26,6 +30,26 @@ def _raise_interrupted(signum, frame) -> None:
 def unwind_on_signals() -> None:
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _raise_interrupted)
+
+
+def parse_args(argv: Optional[Sequence[str]], description: str, name: str,
+               tmp_what: str) -> argparse.Namespace:
+    """The options the run-N-times benchmarks share; figures go to bench/results/NAME.json."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--runs", type=int, default=10, help="measured runs (default 10)")
+    parser.add_argument("--warmup", type=int, default=1,
+                        help="runs done first and not counted: page cache, .pyc files (default 1)")
+    parser.add_argument("--json", default=os.path.join(REPO, "bench", "results", f"{name}.json"),
+                        metavar="PATH", help=f"where to write the figures (default "
+                                             f"bench/results/{name}.json)")
+    parser.add_argument("--python", default=DEFAULT_PYTHON,
+                        help=f"interpreter that runs gandi_vm (default {DEFAULT_PYTHON})")
+    parser.add_argument("--tmpdir", default=None,
+                        help=f"where to create {tmp_what} (default $TMPDIR or /tmp)")
+    args = parser.parse_args(argv)
+    if args.runs < 1 or args.warmup < 0:
+        parser.error("--runs must be at least 1 and --warmup at least 0")
+    return args
 
 
 def run(argv: Sequence[str], env: Mapping[str, str], cwd: str, timeout: float,

@@ -42,8 +42,6 @@ import benchlib
 from benchlib import BenchError, Interrupted, summarize, unwind_on_signals, write_json
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_JSON = os.path.join(REPO, "bench", "results", "disk_attach.json")
-DEFAULT_PYTHON = "/usr/bin/python3"  # guests run the distro interpreter
 LABEL = "benchdata"
 IMAGE_BYTES = 1 << 30
 MOUNT_OPTIONS = "rw,nosuid,nodev,noatime"  # gandi's default CONFIG_MOUNT_PARAMS
@@ -285,20 +283,7 @@ def render(meta: Dict[str, object], summary: Dict[str, Dict[str, Any]],
 
 # -- main ----------------------------------------------------------------------------------------
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=10, help="measured runs (default 10)")
-    parser.add_argument("--warmup", type=int, default=1,
-                        help="runs done first and not counted: page cache, .pyc files (default 1)")
-    parser.add_argument("--json", default=DEFAULT_JSON, metavar="PATH",
-                        help="where to write the figures (default bench/results/disk_attach.json)")
-    parser.add_argument("--python", default=DEFAULT_PYTHON,
-                        help=f"interpreter that runs gandi_vm (default {DEFAULT_PYTHON})")
-    parser.add_argument("--tmpdir", default=None,
-                        help="where to create the image (default $TMPDIR or /tmp)")
-    args = parser.parse_args(argv)
-    if args.runs < 1 or args.warmup < 0:
-        parser.error("--runs must be at least 1 and --warmup at least 0")
-    return args
+    return benchlib.parse_args(argv, __doc__.split("\n\n")[0], "disk_attach", "the image")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

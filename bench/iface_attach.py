@@ -52,8 +52,6 @@ from gandi_netns import Lab, LabError  # noqa: E402
 import benchlib  # noqa: E402
 from benchlib import BenchError, Interrupted, summarize, unwind_on_signals, write_json  # noqa: E402
 
-DEFAULT_JSON = REPO / "bench" / "results" / "iface_attach.json"
-DEFAULT_PYTHON = "/usr/bin/python3"  # guests run the distro interpreter
 NAME = "ens4"
 ATTACH_IMPORTS = "import gandi_vm.cli, gandi_vm.disk, gandi_vm.net, yaml"
 TIMEOUT = 60
@@ -286,20 +284,7 @@ def render(meta: Dict[str, Any], summary: Dict[str, Dict[str, Any]]) -> str:
 
 # -- main ----------------------------------------------------------------------------------------
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=10, help="measured runs (default 10)")
-    parser.add_argument("--warmup", type=int, default=1,
-                        help="runs done first and not counted: page cache, .pyc files (default 1)")
-    parser.add_argument("--json", default=str(DEFAULT_JSON), metavar="PATH",
-                        help="where to write the figures (default bench/results/iface_attach.json)")
-    parser.add_argument("--python", default=DEFAULT_PYTHON,
-                        help=f"interpreter that runs gandi_vm (default {DEFAULT_PYTHON})")
-    parser.add_argument("--tmpdir", default=None,
-                        help="where to create the lab's files (default $TMPDIR or /tmp)")
-    args = parser.parse_args(argv)
-    if args.runs < 1 or args.warmup < 0:
-        parser.error("--runs must be at least 1 and --warmup at least 0")
-    return args
+    return benchlib.parse_args(argv, __doc__.split("\n\n")[0], "iface_attach", "the lab's files")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -157,8 +157,9 @@ def _dispatch(args: argparse.Namespace, host, settings) -> int:
             return 0
         if args.action == "attach-all":
             return 1 if any(o.failed for o in net.attach_all(host, settings, explicit)) else 0
-        handler = {"attach": net.attach, "detach": net.detach}[args.action]
-        return 1 if handler(host, settings, args.interface, explicit).failed else 0
+        if args.action == "attach":
+            return 1 if net.attach(host, settings, args.interface, explicit).failed else 0
+        return 1 if net.detach(host, settings, args.interface).failed else 0
     if args.command in ("cpu", "memory"):
         from gandi_vm import cpu, memory
 
@@ -189,9 +190,7 @@ def _dispatch(args: argparse.Namespace, host, settings) -> int:
     if args.command == "status":
         from gandi_vm import status
 
-        from gandi_vm import net
-
-        from gandi_vm import cpu, memory
+        from gandi_vm import cpu, memory, net
 
         print(status.render(disk.status(host, settings), net.status(host), args.format,
                             cpu.status(host), memory.status(host)), end="")

@@ -45,10 +45,11 @@ def online_all(host: Host, settings: Settings) -> List[online.Outcome]:
     if not settings.cpu_hotplug:
         log.info("cpus: CONFIG_CPU_HOTPLUG=0, left as they are")
         return []
+    present = numbers(host)
     outcomes = [online.bring_online(host, f"cpu{n}", f"{CPU_DIR}/cpu{n}/online", "0", "1")
-                for n in numbers(host) if n != 0 and host.exists(f"{CPU_DIR}/cpu{n}/online")]
+                for n in present if n != 0 and host.exists(f"{CPU_DIR}/cpu{n}/online")]
     done = [o for o in outcomes if o.changed]
-    log.info("cpus: %d present, %d online%s", len(numbers(host)), online_count(host),
+    log.info("cpus: %d present, %d online%s", len(present), online_count(host),
              f", {len(done)} onlined now" if done else "")
     if done:
         from gandi_vm import net

@@ -130,9 +130,9 @@ class Host:
         dry-run; queries (changes=False) always run. Never raises for the command's failure."""
         argv = [str(a) for a in argv]
         if changes and self.dry_run:
-            self._say("run " + " ".join(_quote(a) for a in argv))
+            self._say("run " + command_line(argv))
             return Result(argv, 0)
-        log.debug("running %s", " ".join(_quote(a) for a in argv))
+        log.debug("running %s", command_line(argv))
         try:
             done = subprocess.run(
                 argv,
@@ -311,8 +311,8 @@ class Host:
         print("would " + line, file=self._plan or sys.stdout, flush=True)
 
 
-def _quote(arg: str) -> str:
-    """Show an argument readably in a plan or log line (display only, never executed)."""
+def command_line(argv: Sequence[str]) -> str:
+    """Show a command readably in a plan, log or change line (display only, never executed)."""
     import shlex
 
-    return shlex.quote(arg)
+    return " ".join(shlex.quote(a) for a in argv)

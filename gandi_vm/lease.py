@@ -95,56 +95,59 @@ def _seconds(value: str) -> Optional[int]:
     return int(value) if value.isascii() and value.isdigit() and len(value) < 11 else None
 
 
+@dataclass(frozen=True)
+class _Names:
+    """Where one source keeps each lease field (an empty name: the source has no such field)."""
+
+    address: str
+    cidr: str
+    mask: str
+    routers: str
+    dns: str
+    search: str
+    domain: str
+    hostname: str
+    lease_time: str
+    server: str
+
+
+_UDHCPC = _Names("ip", "mask", "subnet", "router", "dns", "search", "domain", "hostname", "lease",
+                 "serverid")
+_NETWORKD = _Names("ADDRESS", "", "NETMASK", "ROUTER", "DNS", "DOMAIN_SEARCH_LIST", "DOMAINNAME",
+                   "HOSTNAME", "LIFETIME", "SERVER_ADDRESS")
+
+
+def _parse(values: Mapping[str, str], names: _Names) -> Lease:
+    get = lambda key: values.get(key, "")[:MAX_TEXT] if key else ""  # noqa: E731
+    gateways = _addresses(get(names.routers), "router")
+    return Lease(
+        address=_address(get(names.address), "address"),
+        prefixlen=_prefixlen(get(names.cidr), get(names.mask)),
+        gateway=next((g for g in gateways if ":" not in g), None),
+        dns=_addresses(get(names.dns), "name server"),
+        search=_domains(get(names.search)),
+        domain=get(names.domain),
+        hostname=get(names.hostname),
+        lease_time=_seconds(get(names.lease_time)),
+        server=get(names.server) or None,
+    )
+
+
 def from_env(env: Mapping[str, str], prefix: str = "new_") -> Lease:
     """A dhclient or dhcpcd script environment (new_ip_address, new_subnet_mask, ...)."""
-    get = lambda key: env.get(prefix + key, "")[:MAX_TEXT]  # noqa: E731
-    gateways = _addresses(get("routers"), "router")
-    return Lease(
-        address=_address(get("ip_address"), "address"),
-        prefixlen=_prefixlen(get("subnet_cidr"), get("subnet_mask")),
-        gateway=next((g for g in gateways if ":" not in g), None),
-        dns=_addresses(get("domain_name_servers"), "name server"),
-        search=_domains(get("domain_search")),
-        domain=get("domain_name"),
-        hostname=get("host_name"),
-        lease_time=_seconds(get("dhcp_lease_time")),
-        server=get("dhcp_server_identifier") or None,
-    )
+    return _parse(env, _Names(*(prefix + key for key in (
+        "ip_address", "subnet_cidr", "subnet_mask", "routers", "domain_name_servers",
+        "domain_search", "domain_name", "host_name", "dhcp_lease_time", "dhcp_server_identifier"))))
 
 
 def from_udhcpc_env(env: Mapping[str, str]) -> Lease:
     """A busybox udhcpc script environment (ip, mask, router, dns, search, hostname, ...)."""
-    get = lambda key: env.get(key, "")[:MAX_TEXT]  # noqa: E731
-    gateways = _addresses(get("router"), "router")
-    return Lease(
-        address=_address(get("ip"), "address"),
-        prefixlen=_prefixlen(get("mask"), get("subnet")),
-        gateway=next((g for g in gateways if ":" not in g), None),
-        dns=_addresses(get("dns"), "name server"),
-        search=_domains(get("search")),
-        domain=get("domain"),
-        hostname=get("hostname"),
-        lease_time=_seconds(get("lease")),
-        server=get("serverid") or None,
-    )
+    return _parse(env, _UDHCPC)
 
 
 def from_networkd(text: str) -> Lease:
     """systemd-networkd's lease file (/run/systemd/netif/leases/IFINDEX: KEY=VALUE lines)."""
-    fields = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
-    get = lambda key: fields.get(key, "")[:MAX_TEXT]  # noqa: E731
-    gateways = _addresses(get("ROUTER"), "router")
-    return Lease(
-        address=_address(get("ADDRESS"), "address"),
-        prefixlen=_prefixlen("", get("NETMASK")),
-        gateway=gateways[0] if gateways else None,
-        dns=_addresses(get("DNS"), "name server"),
-        search=_domains(get("DOMAIN_SEARCH_LIST")),
-        domain=get("DOMAINNAME"),
-        hostname=get("HOSTNAME"),
-        lease_time=_seconds(get("LIFETIME")),
-        server=get("SERVER_ADDRESS") or None,
-    )
+    return _parse(dict(line.split("=", 1) for line in text.splitlines() if "=" in line), _NETWORKD)
 
 
 def from_nmcli(text: str) -> Lease:
@@ -159,6 +162,17 @@ def from_nmcli(text: str) -> Lease:
 
 
 # -- the record --------------------------------------------------------------------------------
+def of_record(record: Mapping[str, object]) -> Optional[Lease]:
+    """The lease a record holds (lists in YAML, tuples in a Lease), or None."""
+    data = record.get("lease")
+    if not isinstance(data, dict):
+        return None
+    try:
+        return Lease(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+    except TypeError:
+        return None
+
+
 def path(name: str) -> str:
     return f"{STATE_DIR}/{name}.yaml"
 

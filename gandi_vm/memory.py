@@ -50,6 +50,7 @@ def online_all(host: Host, settings: Settings) -> List[online.Outcome]:
 def status(host: Host) -> Dict[str, object]:
     states = {n: host.read_attr(f"{MEMORY_DIR}/memory{n}/state") for n in blocks(host)}
     online_blocks = [n for n, state in states.items() if state == "online"]
-    return {"block_size": block_size(host), "online": len(online_blocks),
+    size = block_size(host)
+    return {"block_size": size, "online": len(online_blocks),
             "offline": sorted(n for n, state in states.items() if state == "offline"),
-            "online_bytes": len(online_blocks) * block_size(host)}
+            "online_bytes": len(online_blocks) * size}

@@ -220,7 +220,7 @@ def _prepare(host: Host, settings: Settings, dev: NetDevice, record: Dict[str, o
 
 def _unprepare(host: Host, name: str, record: Dict[str, object]) -> None:
     if record.get("link_was_up") is False and host.exists(f"/sys/class/net/{name}"):
-        host.run(["ip", "link", "set", "dev", name, "down"], timeout=routing.IP_TIMEOUT)
+        routing.link_down(host, name)
     sysctl = record.pop("sysctl", None)
     routing.restore_sysctls(host, sysctl if isinstance(sysctl, dict) else {})
     host.remove(multiqueue_marker(name))
@@ -248,8 +248,7 @@ def _obtain(host: Host, settings: Settings, dev: NetDevice, record: Dict[str, ob
 def _attempt(host: Host, settings: Settings, dev: NetDevice, record: Dict[str, object],
              config: Optional[str]) -> Optional[str]:
     """One DHCP attempt through the chosen stack; what a failed one started is undone."""
-    table = record.get("table")
-    table = int(table) if isinstance(table, int) else None
+    table = _table(record)
     if record["stack"] == netstack.OWN:
         return _attempt_own(host, settings, dev, str(record["client"]), table, config)
     attempt = _attempt_networkd if record["stack"] == netstack.NETWORKD else _attempt_nm
@@ -363,9 +362,8 @@ def lease_event(host: Host, event: Optional[str], env: Mapping[str, str]) -> int
         log.warning("iface %s: lease event %s for an interface we did not attach; ignored",
                     name, reason[:32])
         return 0
-    table = record.get("table")
-    table = int(table) if isinstance(table, int) else None
-    previous = _recorded_lease(record)
+    table = _table(record)
+    previous = lease.of_record(record)
     if reason == "PREINIT":
         return 0 if routing.link_up(host, name) else 1
     if reason in BIND_EVENTS:
@@ -393,18 +391,14 @@ def lease_event(host: Host, event: Optional[str], env: Mapping[str, str]) -> int
     return 0
 
 
-def _recorded_lease(record: Mapping[str, object]) -> Optional[Lease]:
-    data = record.get("lease")
-    if not isinstance(data, dict):
-        return None
-    try:
-        return Lease(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
-    except TypeError:
-        return None
+def _table(record: Mapping[str, object]) -> Optional[int]:
+    """The routing table a record says is ours (a secondary interface's), or None."""
+    table = record.get("table")
+    return table if isinstance(table, int) else None
 
 
 # -- detach --------------------------------------------------------------------------------------
-def detach(host: Host, settings: Settings, name: str, config: Optional[str] = None) -> Outcome:
+def detach(host: Host, settings: Settings, name: str) -> Outcome:
     name = netdev.checked_name(name)
     record = lease.load(host, name)
     if record is None or record.get("state") in (SKIPPED, LEFT):
@@ -415,27 +409,23 @@ def detach(host: Host, settings: Settings, name: str, config: Optional[str] = No
         run_hook(host, settings.hook_dir, "pre-iface-detach", [name])
     with host.lock(f"iface-{name}"):
         record = lease.load(host, name) or record
-        _unconfigure_stack(host, name, record, config)
-        previous = _recorded_lease(record)
-        table = record.get("table")
-        table = int(table) if isinstance(table, int) else None
+        _unconfigure_stack(host, name, record)
+        previous, table = lease.of_record(record), _table(record)
         if previous is not None:
             routing.clear_lease(host, name, previous, table)
         elif table is not None:
-            routing.remove_rules(host, table)
-            host.run(["ip", "route", "flush", "table", str(table)], timeout=routing.IP_TIMEOUT)
+            routing.remove_table(host, table)
         _unprepare(host, name, record)
         lease.forget(host, name)
     return Outcome(name, DETACHED, "lease released, routing table, rule and runtime files "
                                    "removed").report(host)
 
 
-def _unconfigure_stack(host: Host, name: str, record: Mapping[str, object],
-                       config: Optional[str] = None) -> None:
+def _unconfigure_stack(host: Host, name: str, record: Mapping[str, object]) -> None:
     stack = record.get("stack")
     if stack == netstack.OWN and record.get("client"):
-        script = dhcp.write_script(host, config)
-        dhcp.stop(host, str(record["client"]), name, script)
+        # The script attach wrote: the release runs it (RELEASE), under the same root and config.
+        dhcp.stop(host, str(record["client"]), name, host.path(dhcp.SCRIPT))
     elif stack == netstack.NETWORKD:
         if host.remove(netstack.networkd_file(name)):
             netstack.networkd_reload(host)
@@ -479,7 +469,7 @@ def status(host: Host) -> List[Dict[str, object]]:
             dev = None
         if dev is not None and dev.loopback:
             continue
-        table = record.get("table")
+        table = _table(record)
         data = record.get("lease") if isinstance(record.get("lease"), dict) else {}
         rows.append({
             "interface": name,
@@ -489,7 +479,7 @@ def status(host: Host) -> List[Dict[str, object]]:
             "addresses": routing.addresses(host, name, family="") if dev else [],
             "stack": record.get("stack"),
             "table": table,
-            "rules": routing.rules(host, int(table)) if isinstance(table, int) and dev else [],
+            "rules": routing.rules(host, table) if table is not None and dev else [],
             "state": record.get("state", "-"),
             "reason": record.get("reason", "not seen by gandi-vm"),
             "lease": {k: data.get(k) for k in ("gateway", "dns", "search", "domain", "hostname")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import time
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple, TypeVar
 
 from gandi_vm import routing
 from gandi_vm.host import Host
@@ -109,7 +109,10 @@ def _ifcfg_matches(host: Host, path: str, dev: NetDevice) -> bool:
     return False
 
 
-def _settle(query: Callable[[], Tuple[bool, str]]) -> str:
+Verdict = TypeVar("Verdict")
+
+
+def _settle(query: Callable[[], Tuple[bool, Verdict]]) -> Verdict:
     """Ask until the stack has made up its mind about a new interface, or SETTLE_SECONDS pass."""
     deadline = time.monotonic() + SETTLE_SECONDS
     while True:
@@ -189,8 +192,7 @@ def nm_verdict(host: Host, dev: NetDevice) -> Tuple[str, str]:
         named = {"10": "unmanaged", "20": "unavailable"}.get(device_state, "managed")
         return device_state not in ("", "20"), (named, fields.get("GENERAL.CONNECTION", ""))
 
-    verdict = _settle(query)  # type: ignore[arg-type]
-    return verdict  # type: ignore[return-value]
+    return _settle(query)
 
 
 def nm_profile_file(host: Host, profile: str) -> str:

@@ -84,6 +84,10 @@ def link_up(host: Host, name: str) -> bool:
     return _ip(host, ["link", "set", "dev", name, "up"])
 
 
+def link_down(host: Host, name: str) -> bool:
+    return _ip(host, ["link", "set", "dev", name, "down"])
+
+
 def apply_lease(host: Host, name: str, lease: Lease, table: Optional[int],
                 previous: Optional[Lease]) -> bool:
     """Put the lease's address and routes in place; table None means the primary interface,
@@ -115,12 +119,17 @@ def apply_lease(host: Host, name: str, lease: Lease, table: Optional[int],
 def clear_lease(host: Host, name: str, lease: Lease, table: Optional[int]) -> None:
     """Remove what apply_lease put in place. Safe when the interface is already gone."""
     if table is not None:
-        remove_rules(host, table)
-        host.run(["ip", "route", "flush", "table", str(table)], timeout=IP_TIMEOUT)
+        remove_table(host, table)
     elif lease.gateway:
         host.run(["ip", "route", "del", "default", "via", lease.gateway, "dev", name],
                  timeout=IP_TIMEOUT)
     host.run(["ip", "addr", "del", lease.cidr, "dev", name], timeout=IP_TIMEOUT)
+
+
+def remove_table(host: Host, table: int) -> None:
+    """Our source rule and every route of our table (the table is ours: one per interface)."""
+    remove_rules(host, table)
+    host.run(["ip", "route", "flush", "table", str(table)], timeout=IP_TIMEOUT)
 
 
 def remove_rules(host: Host, table: int) -> None:

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 from gandi_vm import lease
 from gandi_vm.config import Settings
-from gandi_vm.host import Host, Result
+from gandi_vm.host import Host, Result, command_line
 
 log = logging.getLogger("gandi")
 
@@ -89,7 +89,7 @@ class Context:
         """Run a command; one that changes the system is only planned in a dry run."""
         result = self.host.run(argv, timeout=timeout, changes=changes)
         if changes and result.returncode != 127:  # a program that is not there changed nothing
-            self.changes.append(" ".join(_shown(a) for a in argv))
+            self.changes.append(command_line(argv))
         return result
 
     def _backup(self, path: str) -> None:
@@ -128,21 +128,7 @@ class Context:
         return Outcome(FAILED, why)
 
 
-def _shown(arg: str) -> str:
-    import shlex
-
-    return shlex.quote(arg)
-
-
 def flag_enabled(settings: Settings, flag: Optional[str]) -> bool:
     from gandi_vm import config
 
     return flag is None or bool(getattr(settings, config.KEYS[flag][0]))
-
-
-def describe() -> Dict[str, str]:
-    """Each plugin's first docstring line, for `config list`."""
-    import importlib
-
-    return {name: (importlib.import_module(f"gandi_vm.plugins.{name}").__doc__ or "").split("\n")[0]
-            for name in NAMES}

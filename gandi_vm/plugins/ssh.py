@@ -117,7 +117,8 @@ def _host_key(ctx: Context, kind: str, key: str) -> Optional[str]:
             return f"cannot generate {key}: ssh-keygen not found ({result.why()})"
         if not result.ok:
             return f"cannot generate {key}: ssh-keygen failed: {result.why()}"
-    return _private_mode(ctx, key)
+    # sshd refuses a private host key that others can read ("UNPROTECTED PRIVATE KEY FILE").
+    return _ensure_mode(ctx, key, 0o600)
 
 
 def _derive_public(ctx: Context, key: str, pub: str) -> Optional[str]:
@@ -132,19 +133,6 @@ def _derive_public(ctx: Context, key: str, pub: str) -> Optional[str]:
         return f"cannot derive {pub} from {key}: {result.why()}"
     ctx.write(pub, result.stdout if result.stdout.endswith("\n") else result.stdout + "\n", mode=0o644)
     return None
-
-
-def _private_mode(ctx: Context, key: str) -> Optional[str]:
-    """sshd refuses a private host key that others can read ("UNPROTECTED PRIVATE KEY FILE")."""
-    try:
-        mode = os.stat(ctx.host.path(key)).st_mode & 0o7777
-    except OSError:
-        return None  # planned only (dry run), or a dangling link: nothing to fix here
-    if mode == 0o600:
-        return None
-    log.info("ssh: %s has mode %04o, setting 0600", key, mode)
-    result = ctx.run(["chmod", "600", ctx.host.path(key)], timeout=SMALL_TIMEOUT)
-    return None if result.ok else f"cannot chmod 600 {key}: {result.why()}"
 
 
 # -- hardening ---------------------------------------------------------------------------------
@@ -410,10 +398,10 @@ def _read(ctx: Context, path: str) -> Optional[str]:
 
 
 def _ensure_mode(ctx: Context, path: str, mode: int) -> Optional[str]:
-    try:
-        current = os.lstat(ctx.host.path(path)).st_mode & 0o7777
+    try:  # stat, not lstat: chmod acts on what a link points at
+        current = os.stat(ctx.host.path(path)).st_mode & 0o7777
     except OSError:
-        return None  # planned only (dry run)
+        return None  # planned only (dry run), or a dangling link: nothing to fix here
     if current == mode:
         return None
     log.info("ssh: %s has mode %04o, setting %04o", path, current, mode)
