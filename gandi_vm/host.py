@@ -28,6 +28,30 @@ _ENV = {
 }
 
 
+class InvalidPath(OSError):
+    """A guest path no file can have (a NUL byte): callers treat it as any unreadable file."""
+
+
+def lines(text: str) -> List[str]:
+    """The lines of a file as the kernel, blkid, sshd, ifupdown and the shell read them: split on
+    "\\n" only. `str.splitlines()` also splits on \\r, \\v, \\f, \\x1c-\\x1e, \\x85 and U+2028/9,
+    which would let a hostile value hide a line inside another (or split a label in two). A final
+    newline ends the last line; it does not start an empty one."""
+    parts = text.split("\n")
+    if parts[-1] == "":
+        parts.pop()
+    return parts
+
+
+def lines_keepends(text: str) -> List[str]:
+    """`lines()`, each keeping its "\\n", for edits that must give back every other byte as read."""
+    parts = text.split("\n")
+    kept = [part + "\n" for part in parts[:-1]]
+    if parts[-1]:
+        kept.append(parts[-1])
+    return kept
+
+
 @dataclass(frozen=True)
 class Result:
     """Outcome of an external command; callers decide what a failure means."""
@@ -67,7 +91,12 @@ class Host:
 
     # -- paths -------------------------------------------------------------------------------
     def path(self, guest_path: str) -> str:
-        """The real path of an absolute guest path; lexically it can never climb above root."""
+        """The real path of an absolute guest path; lexically it can never climb above root.
+
+        A path holding a NUL byte (from a hostile fstab, interfaces or sysctl file) names nothing
+        the kernel could open: it is an OSError like any missing file, never a ValueError."""
+        if "\0" in guest_path:
+            raise InvalidPath(errno.EINVAL, "path contains a NUL byte", guest_path)
         if not guest_path.startswith("/"):
             raise ValueError(f"not an absolute path: {guest_path!r}")
         normal = posixpath.normpath(guest_path).lstrip("/")
@@ -85,16 +114,25 @@ class Host:
         return None
 
     def realpath(self, guest_path: str) -> Optional[str]:
-        """Resolve symlinks; None when the result escapes root."""
-        return self.guest(os.path.realpath(self.path(guest_path)))
+        """Resolve symlinks; None when the result escapes root or the path is invalid."""
+        try:
+            return self.guest(os.path.realpath(self.path(guest_path)))
+        except InvalidPath:
+            return None
 
     # -- queries -----------------------------------------------------------------------------
     def exists(self, guest_path: str) -> bool:
-        return os.path.lexists(self.path(guest_path))
+        try:
+            return os.path.lexists(self.path(guest_path))
+        except InvalidPath:
+            return False
 
     def is_file(self, guest_path: str) -> bool:
         """A regular file, not a symlink to one."""
-        real = self.path(guest_path)
+        try:
+            real = self.path(guest_path)
+        except InvalidPath:
+            return False
         return os.path.isfile(real) and not os.path.islink(real)
 
     def readlink(self, guest_path: str) -> Optional[str]:
@@ -105,7 +143,10 @@ class Host:
 
     def is_dir(self, guest_path: str) -> bool:
         """A real directory, not a symlink to one (a symlink may point anywhere)."""
-        real = self.path(guest_path)
+        try:
+            real = self.path(guest_path)
+        except InvalidPath:
+            return False
         return os.path.isdir(real) and not os.path.islink(real)
 
     def listdir(self, guest_path: str) -> List[str]:
@@ -148,6 +189,8 @@ class Host:
             return Result(argv, 124, stderr=f"{argv[0]}: timed out after {timeout:g}s")
         except OSError as e:
             return Result(argv, 127, stderr=f"{argv[0]}: {e.strerror}")
+        except ValueError:  # a NUL byte in an argument taken from hostile data
+            return Result(argv, 127, stderr=f"{argv[0]}: an argument contains a NUL byte")
         return Result(argv, done.returncode, done.stdout, done.stderr)
 
     # -- actions -----------------------------------------------------------------------------
