@@ -9,36 +9,32 @@ never touches cpu0 (which often has no `online` file at all: it cannot be offlin
 from __future__ import annotations
 
 import logging
-import re
 from typing import Dict, List
 
-from gandi_vm import online
+from gandi_vm import online, sysfs
 from gandi_vm.config import Settings
 from gandi_vm.host import Host
 
 log = logging.getLogger("gandi")
 
 CPU_DIR = "/sys/devices/system/cpu"
-_CPU = re.compile(r"cpu(\d+)")
 
 
 def online_count(host: Host) -> int:
-    """How many CPUs are online, from the kernel's range list ("0-3,6")."""
-    return max(len(_ranges(host.read_attr(f"{CPU_DIR}/online") or "0")), 1)
+    """How many CPUs are online (at least cpu0, which is always)."""
+    return max(len(_online(host)), 1)
 
 
-def _ranges(text: str) -> List[int]:
-    found: List[int] = []
-    for part in text.strip().split(","):
-        first, _, last = part.partition("-")
-        if first.isdigit() and (not last or last.isdigit()):
-            found += range(int(first), int(last or first) + 1)
-    return found
+def _online(host: Host) -> List[int]:
+    """The online CPUs from the kernel's range list ("0-3,6"); cpu0 alone when the list is
+    absent or garbage (one warning), as cpu0 is never offline."""
+    found = sysfs.read_cpu_list(host, f"{CPU_DIR}/online")
+    return [0] if found is None else found
 
 
 def numbers(host: Host) -> List[int]:
     """The CPUs present, by number."""
-    return sorted(int(m.group(1)) for m in map(_CPU.fullmatch, host.listdir(CPU_DIR)) if m)
+    return sysfs.numbered(host.listdir(CPU_DIR), "cpu", limit=sysfs.MAX_CPUS)
 
 
 def online_all(host: Host, settings: Settings) -> List[online.Outcome]:
@@ -60,6 +56,6 @@ def online_all(host: Host, settings: Settings) -> List[online.Outcome]:
 
 def status(host: Host) -> Dict[str, object]:
     present = numbers(host)
-    online_now = set(_ranges(host.read_attr(f"{CPU_DIR}/online") or "0"))
+    online_now = set(_online(host))
     return {"present": len(present), "online": len([n for n in present if n in online_now]),
             "offline": sorted(n for n in present if n not in online_now)}

@@ -9,28 +9,28 @@ again, `online_kernel` usable for kernel allocations). It never offlines anythin
 from __future__ import annotations
 
 import logging
-import re
 from typing import Dict, List
 
-from gandi_vm import online
+from gandi_vm import online, sysfs
 from gandi_vm.config import Settings
 from gandi_vm.host import Host
 
 log = logging.getLogger("gandi")
 
 MEMORY_DIR = "/sys/devices/system/memory"
-_BLOCK = re.compile(r"memory(\d+)")
+# Block N covers physical addresses from N times the block size: with at most 52 bits of physical
+# address (x86_64 with 5-level paging, arm64) and blocks of at least 16 MiB (powerpc), N < 2**28.
+MAX_BLOCKS = 2 ** 28
 
 
 def blocks(host: Host) -> List[int]:
-    return sorted(int(m.group(1)) for m in map(_BLOCK.fullmatch, host.listdir(MEMORY_DIR)) if m)
+    """The memory blocks present, by number."""
+    return sysfs.numbered(host.listdir(MEMORY_DIR), "memory", limit=MAX_BLOCKS)
 
 
 def block_size(host: Host) -> int:
-    try:
-        return int(host.read_attr(f"{MEMORY_DIR}/block_size_bytes") or "0", 16)
-    except ValueError:
-        return 0
+    """Bytes per memory block (hexadecimal in sysfs); 0 when unknown (absent, or garbage)."""
+    return sysfs.read_number(host, f"{MEMORY_DIR}/block_size_bytes", base=16) or 0
 
 
 def online_all(host: Host, settings: Settings) -> List[online.Outcome]:

@@ -28,7 +28,7 @@ import yaml
 from fakesys import (CPU_DIR, MEMORY_DIR, FakeHost, add_cpus, add_memory_blocks, add_nic, add_sysctls,
                      cpu_ranges, system)
 
-from gandi_vm import cli, config, cpu, lease, memory, net, online
+from gandi_vm import cli, config, cpu, lease, memory, net, online, sysfs
 from gandi_vm.config import Settings
 from gandi_vm.host import Result
 
@@ -518,6 +518,62 @@ def test_memory_status(host, fs):
 
 def test_status_on_a_guest_without_memory_blocks(host):
     assert memory.status(host) == {"block_size": 0, "online": 0, "offline": [], "online_bytes": 0}
+
+
+# -- sysfs numbers from a hostile tree -------------------------------------------------------------
+@pytest.mark.parametrize("text, expected", [("", []), ("0", [0]), ("0-3,6", [0, 1, 2, 3, 6]),
+                                            ("3,0-1,1", [0, 1, 3]), ("8191", [8191])])
+def test_cpu_list_parses_the_kernel_format(text, expected):
+    assert sysfs.cpu_list(text) == expected
+
+
+@pytest.mark.parametrize("text", ["\u00b2", "1-\u00b3", "\u0663", "0-4294967295", "0-8192", "8192", "3-1",
+                                  "+1", " 1", "1_0", "0x1", "0-", "-1", ",", "0,,1", "0-3:2/4", "9" * 5000])
+def test_cpu_list_rejects_garbage_and_unbounded_ranges(text):
+    with pytest.raises(sysfs.Garbage):
+        sysfs.cpu_list(text)
+
+
+@pytest.mark.parametrize("text, base, expected", [("0", 10, 0), ("18446744073709551615", 10, 2 ** 64 - 1),
+                                                  ("8000000", 16, 0x8000000), ("fFfF", 16, 0xFFFF)])
+def test_number_parses_ascii_digits(text, base, expected):
+    assert sysfs.number(text, base) == expected
+
+
+@pytest.mark.parametrize("text, base", [("", 10), ("\u00b2", 10), ("\u00b2", 16), ("1_000", 16), ("0x10", 16),
+                                        ("-1", 10), ("1" * 21, 10), ("f" * 17, 16), ("1e3", 10)])
+def test_number_rejects_what_the_kernel_never_prints(text, base):
+    with pytest.raises(sysfs.Garbage):
+        sysfs.number(text, base)
+
+
+@pytest.mark.parametrize("online_list", ["\u00b2", "0-\u00b2", "0-9000", "2-1"])
+def test_a_garbage_online_list_is_one_warning_naming_the_file(host, fs, caplog, online_list):
+    add_cpus(fs, {0: None, 1: "1", 2: "0"})
+    _write(f"{CPU_DIR}/online", online_list + "\n")
+    assert cpu.status(host) == {"present": 3, "online": 1, "offline": [1, 2]}
+    assert cpu.online_count(host) == 1
+    warned = messages(caplog, logging.WARNING)
+    assert len(warned) == 2 and all(m.startswith(f"{CPU_DIR}/online: ") for m in warned)
+
+
+def test_cpu_and_memory_directories_with_non_ascii_digits_are_not_cpus_nor_blocks(host, fs):
+    add_cpus(fs, {0: None, 1: "1"})
+    add_memory_blocks(fs, {0: "online"})
+    for fake in (f"{CPU_DIR}/cpu\u0662", f"{CPU_DIR}/cpu\u00b2", f"{CPU_DIR}/cpu{'9' * 200}",
+                 f"{MEMORY_DIR}/memory\u0661", f"{MEMORY_DIR}/memory{'9' * 200}"):
+        os.makedirs(fake)
+    assert cpu.numbers(host) == [0, 1]
+    assert memory.blocks(host) == [0]
+
+
+@pytest.mark.parametrize("size", ["\u00b2", "1_000", "-8000000", "f" * 17])
+def test_a_garbage_block_size_is_unknown_with_one_warning(host, fs, caplog, size):
+    add_memory_blocks(fs, BLOCKS)
+    _write(f"{MEMORY_DIR}/block_size_bytes", size + "\n")
+    assert memory.status(host)["block_size"] == 0
+    assert messages(caplog, logging.WARNING) == [
+        f"{MEMORY_DIR}/block_size_bytes: expected a hexadecimal number, got {size!r}; ignored"]
 
 
 def test_cli_status_yaml_has_cpus_and_memory(fs, cli_hosts, capsys):
