@@ -14,11 +14,14 @@ import shlex
 from dataclasses import dataclass, field, replace
 from typing import Callable, Dict, List, Optional, Tuple
 
+from gandi_vm import host as hostlib, sysfs
 from gandi_vm.host import Host
 
 log = logging.getLogger("gandi")
 
 DEFAULT_PATHS = ("/etc/default/gandi", "/etc/sysconfig/gandi")
+# No setting needs more; a longer line is garbage, refused before shlex spends time on it.
+MAX_LINE = 4096
 
 
 @dataclass(frozen=True)
@@ -66,10 +69,16 @@ def _boolean(value: str) -> bool:
     raise ValueError("expected 1 or 0")
 
 
+def _plain(value: str) -> bool:
+    """No '..' component, and only printable characters: no control character, no U+2028, no
+    undecodable byte (a lone surrogate), none of which a path we log, print or mount may hold."""
+    return value.isprintable() and ".." not in value.split("/")
+
+
 def _directory(value: str) -> str:
     if not value.startswith("/"):
         raise ValueError("expected an absolute path")
-    if any(part == ".." for part in value.split("/")) or any(ord(c) < 32 for c in value):
+    if not _plain(value):
         raise ValueError("expected a plain absolute path (no '..', no control characters)")
     # normpath keeps a leading "//" (POSIX leaves it implementation-defined); mountinfo never
     # shows one, so "//srv/data" would never match the mount table (nor be unmounted).
@@ -111,10 +120,18 @@ def _interfaces(value: str) -> Tuple[str, ...]:
     return names
 
 
+def _bounded(value: str, low: int, high: int, what: str) -> int:
+    try:
+        number = sysfs.number(value)
+    except sysfs.Garbage:
+        number = -1
+    if not low <= number <= high:
+        raise ValueError(f"expected a number {what}between {low} and {high}")
+    return number
+
+
 def _count(value: str) -> int:
-    if not value.isdigit() or not 1 <= int(value) <= 100:
-        raise ValueError("expected a number between 1 and 100")
-    return int(value)
+    return _bounded(value, 1, 100, "")
 
 
 def _memory_zone(value: str) -> str:
@@ -134,16 +151,13 @@ def _zone_name(value: str) -> str:
 
 
 def _file(value: str) -> str:
-    if not value.startswith("/") or any(p == ".." for p in value.split("/")) or \
-            any(ord(c) < 32 for c in value):
+    if not value.startswith("/") or not _plain(value):
         raise ValueError("expected a plain absolute path")
     return value
 
 
 def _seconds(value: str) -> int:
-    if not value.isdigit() or not 1 <= int(value) <= 86400:
-        raise ValueError("expected a number of seconds between 1 and 86400")
-    return int(value)
+    return _bounded(value, 1, 86400, "of seconds ")
 
 
 # key -> (Settings field, parser). Historic names are kept so existing files keep working.
@@ -182,14 +196,19 @@ _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def parse(text: str, source: str) -> Settings:
-    """Parse the file's text; problems are collected (and logged), never raised."""
+    """Parse the file's text; problems are collected (and logged), never raised. Lines end at
+    "\n" only, as the shell reads them, so that file:line is the line an editor shows and no
+    other character (\r, \f, U+2028) can start a line of its own inside another."""
     values: Dict[str, object] = {}
     problems: List[Tuple[int, str]] = []
 
     def problem(lineno: int, message: str, level: int = logging.ERROR) -> None:
         problems.append((level, f"{source}:{lineno}: {message}"))
 
-    for lineno, line in enumerate(text.splitlines(), 1):
+    for lineno, line in enumerate(hostlib.lines(text), 1):
+        if len(line) > MAX_LINE:
+            problem(lineno, f"line longer than {MAX_LINE} characters; ignored")
+            continue
         try:
             words = shlex.split(line, comments=True, posix=True)
         except ValueError as e:
@@ -201,7 +220,7 @@ def parse(text: str, source: str) -> Settings:
             continue
         key, sep, value = words[0].partition("=")
         if len(words) != 1 or not sep or not _KEY.fullmatch(key):
-            problem(lineno, f"expected KEY=VALUE, got {line.strip()!r}; ignored")
+            problem(lineno, f"expected KEY=VALUE, got {sysfs.quoted(line.strip())}; ignored")
             continue
         if key not in KEYS:
             problem(lineno, f"unknown key {key}; ignored", logging.WARNING)
@@ -214,7 +233,7 @@ def parse(text: str, source: str) -> Settings:
             shown = " ".join(default) if isinstance(default, tuple) else default
             if isinstance(default, bool):
                 shown = int(default)
-            problem(lineno, f"{key}={value!r}: {e}; using the default {shown!s}")
+            problem(lineno, f"{key}={sysfs.quoted(value)}: {e}; using the default {shown!s}")
     return replace(Settings(), source=source, problems=tuple(problems), **values)
 
 

@@ -76,6 +76,12 @@ def test_unknown_key_is_a_warning_naming_the_line():
     ("CONFIG_FSCK_TIMEOUT=0", "fsck_timeout"),
     ("CONFIG_FSCK_TIMEOUT=-5", "fsck_timeout"),
     ("CONFIG_DISK_DEVICES='vd* ../x'", "disk_devices"),
+    # not printable: nothing we log, print or mount may hold these
+    ("CONFIG_DISK_ROOT=/srv/a\x7fb", "disk_root"),
+    ("CONFIG_DISK_ROOT=/srv/a\u2028b", "disk_root"),
+    ("CONFIG_DISK_ROOT=/srv/\udcff", "disk_root"),
+    ("CONFIG_SSHMGMT_KEY=/etc/\x85key", "sshmgmt_key"),
+    ("GANDI_PLUGIN_DIR=/etc/\x00x", "plugin_dir"),
 ])
 def test_invalid_value_is_an_error_and_keeps_the_default(line, name):
     settings = config.parse(f"# first line\n{line}\n", SRC)
@@ -83,6 +89,36 @@ def test_invalid_value_is_an_error_and_keeps_the_default(line, name):
     assert message.startswith(f"{SRC}:2: ")
     assert line.split("=", 1)[0] in message
     assert getattr(settings, name) == getattr(Settings(), name)
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "\u0661\u0662", "1_0", "+5", "9" * 4000])
+def test_numbers_are_ascii_digits_with_a_clear_message(value):
+    settings = config.parse(f"CONFIG_FSCK_TIMEOUT={value}\nCONFIG_DHCP_RETRIES={value}\n", SRC)
+    assert settings.fsck_timeout == 600 and settings.dhcp_retries == 4
+    assert [m.split(": ", 2)[2] for m in errors(settings)] == [
+        "expected a number of seconds between 1 and 86400; using the default 600",
+        "expected a number between 1 and 100; using the default 4"]
+
+
+@pytest.mark.parametrize("separator", ["\r", "\x0b", "\x0c", "\x1c", "\x85", "\u2028", "\u2029"])
+def test_lines_end_at_newline_only_as_the_shell_reads_them(separator):
+    # splitlines() would take the hidden assignment as a line of its own, and number the
+    # following lines wrong.
+    text = f"CONFIG_SSHMGMT=0{separator}CONFIG_SSHMGMT=1\nCONFIG_ALLOW_MOUNT=maybe\n"
+    settings = config.parse(text, SRC)
+    assert settings.sshmgmt is False
+    assert [m.split(": ", 1)[0] for m in errors(settings)] == [f"{SRC}:1", f"{SRC}:2"]
+
+
+def test_a_huge_line_is_one_short_error():
+    settings = config.parse("CONFIG_ALLOW_MOUNT=0\n" + "x" * 10 ** 6 + "\nCONFIG_FSCK_TIMEOUT=60\n", SRC)
+    assert errors(settings) == [f"{SRC}:2: line longer than {config.MAX_LINE} characters; ignored"]
+    assert (settings.allow_mount, settings.fsck_timeout) == (False, 60)
+
+
+def test_a_long_bad_value_is_quoted_short():
+    [message] = errors(config.parse("CONFIG_DISK_ROOT=relative" + "/x" * 1000 + "\n", SRC))
+    assert len(message) < 200
 
 
 def test_disk_root_is_normalized():
@@ -175,6 +211,16 @@ def test_load_unreadable_explicit_path_gives_defaults_and_an_error(fs):
     assert settings == Settings()
     [message] = errors(settings)
     assert message.startswith("/etc/gandi.conf: ")
+
+
+@pytest.mark.parametrize("raw", [b"CONFIG_DISK_ROOT=/srv/\xff\xfe", b"CONFIG_DISK_ROOT=/srv/a\0b",
+                                 b"CONFIG_DISK_ROOT='/srv/\xff", b"\xff\xfe=1"])
+def test_load_undecodable_bytes_and_nul_are_errors_naming_the_line(fs, raw):
+    fs.create_file("/etc/default/gandi", contents=b"CONFIG_ALLOW_MOUNT=0\n" + raw + b"\n")
+    settings = config.load(Host(root="/"))
+    assert settings.allow_mount is False and settings.disk_root == "/srv"
+    [message] = errors(settings)
+    assert message.startswith("/etc/default/gandi:2: ")
 
 
 def test_load_logs_each_problem(fs, caplog):
