@@ -3,24 +3,49 @@
 We read /proc/self/mountinfo rather than psutil.disk_partitions(): mountinfo gives each mount's
 device number (so `/dev/root` or a by-uuid source still identifies the device) and we must decode
 the octal escapes (`\\040` for a space) that a hostile label puts into a mountpoint.
+
+The three tables are read as their writers and readers do: lines end at "\\n" only
+(`host.lines`), fields are separated by spaces and tabs only (the kernel escapes those two in a
+path, and libmount splits fstab on them), and `\\NNN` is an escaped byte, not a character.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import List, Optional
 
-from gandi_vm.host import Host
+from gandi_vm.host import Host, lines
 
-_OCTAL = re.compile(r"\\([0-7]{3})")
+_OCTAL_DIGITS = b"01234567"
 
 
 def unescape(field: str) -> str:
-    """Decode the kernel's and fstab's `\\NNN` escapes (space, tab, newline, backslash)."""
-    raw = _OCTAL.sub(lambda m: chr(int(m.group(1), 8)), field)
-    # The escaped bytes were UTF-8 (or arbitrary) bytes; re-decode the latin-1 view as such.
-    return raw.encode("latin-1", "surrogateescape").decode("utf-8", "surrogateescape")
+    """Decode the kernel's and fstab's `\\NNN` escapes (space, tab, newline, backslash).
+
+    Each escape stands for one byte of the path as the kernel holds it (a UTF-8 label's `é` is two
+    bytes; an invalid one is any byte), so the escapes are undone on the bytes of the field, and
+    the bytes decoded as `Host.read_text` decodes a file: UTF-8, undecodable bytes surrogateescaped.
+    Above `\\377` only the low byte counts, as in libmount's unmangle (the kernel never writes it)."""
+    raw = field.encode("utf-8", "surrogateescape")
+    if b"\\" not in raw:
+        return field
+    out = bytearray()
+    i = 0
+    while i < len(raw):
+        digits = raw[i + 1:i + 4]
+        if raw[i:i + 1] == b"\\" and len(digits) == 3 and all(d in _OCTAL_DIGITS for d in digits):
+            out.append(int(digits, 8) & 0xFF)
+            i += 4
+        else:
+            out.append(raw[i])
+            i += 1
+    return out.decode("utf-8", "surrogateescape")
+
+
+def fields(line: str) -> List[str]:
+    """The fields of a table line, separated by runs of spaces and tabs only: `str.split()` would
+    also cut a path at characters the kernel does not escape (\\x1c-\\x1f, \\x85, U+2028...)."""
+    return [field for field in line.replace("\t", " ").split(" ") if field]
 
 
 @dataclass(frozen=True)
@@ -33,12 +58,12 @@ class Mount:
 
 def mount_table(host: Host) -> List[Mount]:
     mounts = []
-    for line in host.read_text("/proc/self/mountinfo").splitlines():
-        fields = line.split(" ")
+    for line in lines(host.read_text("/proc/self/mountinfo")):
+        parts = line.split(" ")  # the kernel writes one space between fields
         try:
-            sep = fields.index("-", 6)
+            sep = parts.index("-", 6)
             mounts.append(
-                Mount(fields[2], unescape(fields[4]), fields[sep + 1], unescape(fields[sep + 2]))
+                Mount(parts[2], unescape(parts[4]), parts[sep + 1], unescape(parts[sep + 2]))
             )
         except (ValueError, IndexError):
             continue
@@ -65,10 +90,10 @@ def mount_at(host: Host, mountpoint: str) -> Optional[Mount]:
 def active_swaps(host: Host) -> List[str]:
     """Paths of active swap areas (devices or files)."""
     try:
-        lines = host.read_text("/proc/swaps").splitlines()[1:]
+        rows = [fields(line) for line in lines(host.read_text("/proc/swaps"))[1:]]
     except OSError:
         return []
-    return [unescape(line.split()[0]) for line in lines if line.split()]
+    return [unescape(row[0]) for row in rows if row]
 
 
 @dataclass(frozen=True)
@@ -84,8 +109,8 @@ def fstab(host: Host) -> List[FstabEntry]:
     except OSError:
         return []
     entries = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        fields = line.split()
-        if len(fields) >= 2 and not fields[0].startswith("#"):
-            entries.append(FstabEntry(lineno, unescape(fields[0]), unescape(fields[1])))
+    for lineno, line in enumerate(lines(text), 1):
+        row = fields(line)
+        if len(row) >= 2 and not row[0].startswith("#"):
+            entries.append(FstabEntry(lineno, unescape(row[0]), unescape(row[1])))
     return entries

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from gandi_vm import mounts
 from gandi_vm.host import Host
 from gandi_vm.mounts import FstabEntry, Mount
@@ -93,3 +95,62 @@ def test_fstab(fs):
 
 def test_fstab_missing(fs):
     assert mounts.fstab(Host(root="/")) == []
+
+
+# -- hostile input (issue 11) ----------------------------------------------------------------
+@pytest.mark.parametrize("text", ["/srv/Donn\u00e9es", "/srv/\u0414\u0430\u043d\u043d\u044b\u0435",
+                                  "/srv/\u6570\u636e", "/srv/\U0001f4be", "/srv/bad\udcff"])
+def test_unescape_leaves_decoded_text_as_it_is(text):
+    # The file was decoded as UTF-8 already: re-reading it as latin-1 disowned `/srv/Données`
+    # (`Donn\udce9es`) and raised UnicodeEncodeError on Cyrillic.
+    assert mounts.unescape(text) == text
+    assert mounts.unescape(text + "\\040x") == text + " x"
+
+
+def test_unescape_decodes_escapes_as_bytes():
+    assert mounts.unescape("caf\\303\\251") == "caf\u00e9"
+    assert mounts.unescape("\\377") == "\udcff"  # an undecodable byte stays that byte
+    assert mounts.unescape("\\0") == "\\0" and mounts.unescape("\\08x") == "\\08x"
+    assert mounts.unescape("\\777") == "\udcff"  # low byte, as libmount's unmangle
+
+
+def test_fstab_with_non_ascii_labels(fs):
+    fs.create_file("/etc/fstab", contents=(
+        "LABEL=\u0414\u0430\u043d\u043d\u044b\u0435 /data ext4 defaults 0 2\n"
+        "LABEL=caf\u00e9 /srv/caf\\303\\251 ext4 defaults 0 2\n"
+    ), encoding="utf-8")
+    assert mounts.fstab(Host(root="/")) == [
+        FstabEntry(1, "LABEL=\u0414\u0430\u043d\u043d\u044b\u0435", "/data"),
+        FstabEntry(2, "LABEL=caf\u00e9", "/srv/caf\u00e9"),
+    ]
+
+
+# Characters str.splitlines() and str.split() take for line or field breaks, the kernel and
+# libmount do not: none of them is escaped in a path. (Not "\r": Host.read_text opens files in
+# universal-newline mode, which turns it into "\n" before any parser sees it.)
+BREAKS = ["\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x1f", "\x85", "\u2028", "\u2029"]
+
+
+@pytest.mark.parametrize("char", BREAKS)
+def test_mountinfo_lines_end_at_newline_only(fs, char):
+    fs.create_file("/proc/self/mountinfo", contents=(
+        f"31 22 253:32 / /srv/a{char}b rw - ext4 /dev/vdc rw\n"), encoding="utf-8")
+    assert mounts.mount_table(Host(root="/")) == [Mount("253:32", f"/srv/a{char}b", "ext4",
+                                                        "/dev/vdc")]
+
+
+@pytest.mark.parametrize("char", BREAKS)
+def test_swaps_paths_keep_their_odd_characters(fs, char):
+    fs.create_file("/proc/swaps", contents=(
+        "Filename\tType\tSize\tUsed\tPriority\n"
+        f"/swap{char}file\tfile\t1048572\t0\t-3\n"), encoding="utf-8")
+    assert mounts.active_swaps(Host(root="/")) == [f"/swap{char}file"]
+
+
+@pytest.mark.parametrize("char", BREAKS)
+def test_fstab_rows_split_as_libmount_splits_them(fs, char):
+    fs.create_file("/etc/fstab", contents=(
+        f"LABEL=a{char}b /mnt/x{char}y ext4 defaults 0 2\n"
+        "/dev/vdb /data xfs defaults 0 0\n"), encoding="utf-8")
+    assert mounts.fstab(Host(root="/")) == [FstabEntry(1, f"LABEL=a{char}b", f"/mnt/x{char}y"),
+                                            FstabEntry(2, "/dev/vdb", "/data")]
