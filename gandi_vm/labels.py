@@ -1,17 +1,22 @@
 """A filesystem label, written by whoever made the disk image, -> one safe path component.
 
 A label can be `../../etc`, `a b`, `$(reboot)`, 255 bytes or invalid UTF-8. We keep letters, digits,
-`.`, `_` and `-`, fold every other run of characters into one `_`, strip leading and trailing
-punctuation (so no hidden or `..` names), bound the length, and fall back to the kernel name when
-nothing usable is left. The caller still checks that the final path resolves inside the disk root.
+combining marks (the vowel signs of Indic scripts, a decomposed accent, an emoji's variation
+selector), other symbols (emoji), `.`, `_` and `-`; fold every other run of characters into one
+`_`, strip leading and trailing punctuation (so no hidden or `..` names), bound the length, and
+fall back to the kernel name when nothing usable is left. None of the kept characters is a
+separator, a control or an invisible format character. The caller still checks that the final
+path resolves inside the disk root.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Callable, Optional
 
 MAX_BYTES = 64
 _PUNCTUATION = "._-"
+_KEPT_CATEGORIES = ("Mn", "Mc", "Me", "So")
 
 
 def component(label: Optional[bytes], fallback: str) -> str:
@@ -24,7 +29,7 @@ def component(label: Optional[bytes], fallback: str) -> str:
         return fallback
     out = []
     for char in text:
-        if char.isalnum() or char in _PUNCTUATION:
+        if char.isalnum() or char in _PUNCTUATION or unicodedata.category(char) in _KEPT_CATEGORIES:
             out.append(char)
         elif not out or out[-1] != "_":
             out.append("_")

@@ -41,6 +41,12 @@ def assert_safe(name: str) -> None:
     ("abc\u202egpj.exe".encode(), "abc_gpj.exe"),
     (b"my-disk_01.v2", "my-disk_01.v2"),
     (b"--x--", "x"),
+    # Marks and emoji are kept (they were folded to "_": a Hindi label lost its vowel signs).
+    ("\U0001f4be".encode(), "\U0001f4be"),
+    ("\u2764\ufe0f".encode(), "\u2764\ufe0f"),
+    ("\u0939\u093f\u0928\u094d\u0926\u0940".encode(), "\u0939\u093f\u0928\u094d\u0926\u0940"),
+    ("Donne\u0301es".encode(), "Donne\u0301es"),  # decomposed (NFD) accent
+    ("a\u200db".encode(), "a_b"),  # format characters are invisible: folded
 ])
 def test_component(label, expected):
     result = labels.component(label, FALLBACK)
