@@ -12,7 +12,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
 
-from gandi_vm.host import Host
+from gandi_vm import sysfs
+from gandi_vm.host import Host, lines
 
 _KERNEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:!-]{0,63}")
 BLKID_TIMEOUT = 15
@@ -98,7 +99,8 @@ def probe(host: Host, name: str) -> Signature:
     if result.returncode == 2:  # nothing found
         return Signature()
     properties = {}
-    for line in result.stdout.splitlines():
+    # One property a line, ended by "\n" only: a label may hold U+2028 or \x85 unescaped.
+    for line in lines(result.stdout):
         key, sep, value = line.partition("=")
         if sep:
             properties[key] = value
@@ -125,20 +127,21 @@ class BlockDevice:
 
 
 def read(host: Host, name: str) -> BlockDevice:
+    """The device's sysfs facts; a number that is not one (a sample tree, a broken image) counts
+    as absent: size 0, which attach skips as "no medium"."""
     base = f"/sys/class/block/{name}"
-    number = host.read_attr(f"{base}/partition")
+    partition = f"{base}/partition"
     partitions = tuple(
         child for child in host.listdir(base) if host.exists(f"{base}/{child}/partition")
     )
-    sectors = host.read_attr(f"{base}/size") or "0"
     return BlockDevice(
         name=name,
         devno=host.read_attr(f"{base}/dev") or "",
         diskseq=host.read_attr(f"{base}/diskseq") or "",
-        size=int(sectors) * 512 if sectors.isdigit() else 0,
+        size=(sysfs.read_number(host, f"{base}/size") or 0) * 512,
         read_only=host.read_attr(f"{base}/ro") == "1",
-        disk=_parent(host, name) if number is not None else name,
-        partition_number=int(number) if number and number.isdigit() else None,
+        disk=_parent(host, name) if host.exists(partition) else name,
+        partition_number=sysfs.read_number(host, partition),
         partitions=partitions,
         holders=tuple(host.listdir(f"{base}/holders")),
     )

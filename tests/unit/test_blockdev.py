@@ -142,3 +142,29 @@ def test_probe_nothing_found_ambivalent_and_errors(fs):
     assert blockdev.probe(host, "vdb").ambivalent
     host.signatures["vdb"] = (4, "")
     assert blockdev.probe(host, "vdb").error == "exit status 4"
+
+
+# -- hostile input (issue 11) ----------------------------------------------------------------
+@pytest.mark.parametrize("char", ["\u2028", "\u2029", "\x85", "\x1c", "\x0b", "\x0c"])
+def test_probe_keeps_a_label_whole_whatever_it_holds(fs, char):
+    # blkid escapes whitespace in ID_FS_LABEL_ENC but passes other valid UTF-8 through: only
+    # "\n" ends a property line.
+    host = FakeHost()
+    host.signatures["vdb"] = (0, blkid_udev("ext4", label=f"a{char}b", uuid="1234"))
+    sig = blockdev.probe(host, "vdb")
+    assert sig.label == f"a{char}b".encode()
+    assert (sig.fstype, sig.uuid) == ("ext4", "1234")
+
+
+@pytest.mark.parametrize("garbage", ["\u00b2", "\u0663", "+7", " 7 7", "1_000", "-1", "0x10",
+                                     "9" * 4400, "\x00"])
+def test_read_takes_only_kernel_numbers(fs, garbage, caplog):
+    add_disk(fs, "vdc", "253:32", 4194304, partitions=[("vdc1", "253:33", 2048)])
+    for attribute in ("/sys/class/block/vdc/size", "/sys/class/block/vdc1/partition"):
+        with open(attribute, "w", encoding="utf-8") as f:
+            f.write(garbage + "\n")
+    host = Host(root="/")
+    assert blockdev.read(host, "vdc").size == 0
+    part = blockdev.read(host, "vdc1")
+    assert (part.partition_number, part.disk, part.size) == (None, "vdc", 2048 * 512)
+    assert "/sys/class/block/vdc/size" in caplog.text  # one line naming the file
