@@ -82,19 +82,20 @@ def signature_skip(sig: Signature) -> Optional[str]:
 def fstab_claim(entries: Sequence[mounts.FstabEntry], dev_path: str, sig: Signature,
                 resolve: Callable[[str], Optional[str]]) -> Optional[mounts.FstabEntry]:
     """The /etc/fstab line that names this device, by UUID, LABEL, PARTUUID, PARTLABEL or path:
-    the owner's configuration wins and we do not mount the device a second time."""
-    label = sig.label
+    the owner's configuration wins and we do not mount the device a second time.
+
+    Tags are compared as bytes, as mount(8) resolves them: a label is whatever bytes the disk
+    holds (blkid's `\\xNN` escapes undone), the fstab value whatever bytes its escapes stand for."""
     keys = {
-        "UUID": sig.uuid,
-        "LABEL": label.decode("utf-8", "surrogateescape") if label is not None else "",
-        "PARTUUID": sig.properties.get("ID_PART_ENTRY_UUID", ""),
-        "PARTLABEL": blockdev.decode_udev_string(
-            sig.properties.get("ID_PART_ENTRY_NAME", "")).decode("utf-8", "surrogateescape"),
+        "UUID": sig.uuid.encode("utf-8", "surrogateescape"),
+        "LABEL": sig.label or b"",
+        "PARTUUID": sig.properties.get("ID_PART_ENTRY_UUID", "").encode("utf-8", "surrogateescape"),
+        "PARTLABEL": blockdev.decode_udev_string(sig.properties.get("ID_PART_ENTRY_NAME", "")),
     }
     for entry in entries:
         kind, sep, value = entry.spec.partition("=")
         if sep and kind in keys:
-            wanted, have = value.strip('"'), keys[kind]
+            wanted, have = value.strip('"').encode("utf-8", "surrogateescape"), keys[kind]
             if kind.endswith("UUID"):  # hex digits in either case; labels are case-sensitive
                 wanted, have = wanted.lower(), have.lower()
             if have and wanted == have:

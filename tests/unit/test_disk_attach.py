@@ -432,3 +432,62 @@ def test_mount_all_goes_on_after_a_failure(vdb, fs):
     outcomes = {o.device: o for o in disk.mount_all(vdb, SETTINGS)}
     assert outcomes["vdb"].failed and "Input/output error" in outcomes["vdb"].reason
     assert outcomes["vdc"].mountpoint == "/srv/logs"
+
+
+# -- hostile input (issue 11) ----------------------------------------------------------------
+NON_ASCII = {  # label as written by mkfs -> as blkid encodes it in ID_FS_LABEL_ENC (UTF-8 as is)
+    "accented": "Donn\u00e9es", "cyrillic": "\u0414\u0430\u043d\u043d\u044b\u0435",
+    "greek": "\u0394\u03b5\u03b4\u03bf\u03bc\u03ad\u03bd\u03b1", "cjk": "\u6570\u636e",
+    "emoji": "\U0001f4be",
+}
+
+
+@pytest.mark.parametrize("label", NON_ASCII.values(), ids=NON_ASCII.keys())
+def test_a_non_ascii_label_stays_ours_from_attach_to_detach(vdb, label):
+    vdb.signatures["vdb"] = (0, blkid_udev("ext4", label=label))
+    assert disk.attach(vdb, SETTINGS, "vdb").mountpoint == f"/srv/{label}"
+
+    again = disk.attach(vdb, SETTINGS, "vdb")
+    assert again.reason == f"already mounted at /srv/{label}"  # not "(not by gandi)"
+    [row] = [r for r in disk.status(vdb, SETTINGS) if r["device"] == "vdb"]
+    assert (row["mountpoint"], row["label"]) == (f"/srv/{label}", repr(label))
+
+    assert disk.detach(vdb, SETTINGS, "vdb").state == disk.UNMOUNTED
+    assert mounts.mount_at(vdb, f"/srv/{label}") is None
+    assert not os.path.exists(f"/srv/{label}")
+
+
+@pytest.mark.parametrize("line, claimed", [
+    ("LABEL=\u0414\u0430\u043d\u043d\u044b\u0435 /data ext4 defaults 0 2\n", False),
+    ("LABEL=caf\u00e9 /data ext4 defaults 0 2\n", True),
+    ("LABEL=caf\\303\\251 /data ext4 defaults 0 2\n", True),  # the same bytes, escaped
+    ('LABEL="caf\u00e9" /data ext4 defaults 0 2\n', True),
+    ("LABEL=CAF\u00c9 /data ext4 defaults 0 2\n", False),  # labels are case-sensitive
+])
+def test_fstab_labels_are_compared_as_bytes(vdb, line, claimed):
+    vdb.signatures["vdb"] = (0, blkid_udev("ext4", label="caf\u00e9"))
+    with open("/etc/fstab", "a", encoding="utf-8") as f:
+        f.write(line)
+    outcome = disk.attach(vdb, SETTINGS, "vdb")
+    if claimed:
+        assert (outcome.state, outcome.reason) == (disk.SKIPPED,
+                                                   "listed in /etc/fstab line 3 (for /data)")
+    else:
+        assert outcome.mountpoint == "/srv/caf\u00e9"
+
+
+def test_an_invalid_utf8_label_in_fstab_claims_the_same_bytes(vdb):
+    vdb.signatures["vdb"] = (0, blkid_udev("ext4", label="x\\xff"))
+    with open("/etc/fstab", "a", encoding="utf-8") as f:
+        f.write("LABEL=x\\377 /data ext4 defaults 0 2\n")
+    assert disk.attach(vdb, SETTINGS, "vdb").state == disk.SKIPPED
+
+
+@pytest.mark.parametrize("spec", ["/dev/\\000", "/dev/vd\0b", "LABEL=\\000", "\0"])
+def test_a_nul_byte_in_fstab_is_a_line_that_names_no_device(vdb, spec):
+    with open("/etc/fstab", "a", encoding="utf-8") as f:
+        f.write(f"{spec} /x ext4 defaults 0 0\n")
+    assert disk.attach(vdb, SETTINGS, "vdb").mountpoint == "/srv/data"
+    assert [o.state for o in disk.mount_all(vdb, SETTINGS)] == [disk.SKIPPED, disk.SKIPPED,
+                                                                disk.MOUNTED]
+    assert [r["state"] for r in disk.status(vdb, SETTINGS)][-1] == disk.MOUNTED
