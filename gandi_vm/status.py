@@ -39,7 +39,7 @@ def render(disks: Sequence[Dict[str, object]], interfaces: Sequence[Dict[str, ob
             lease = row.get("lease")
             if isinstance(lease, dict):
                 shown = ", ".join(f"{k} {_cell(v)}" for k, v in lease.items() if v)
-                text += f"lease {row['interface']}: {shown}\n"
+                text += f"lease {_cell(row['interface'])}: {shown}\n"
     if cpus is not None:
         text += (f"\nCPUS    {cpus['present']} present, {cpus['online']} online, offline: "
                  f"{_cell(cpus['offline'])}\n")
@@ -50,11 +50,20 @@ def render(disks: Sequence[Dict[str, object]], interfaces: Sequence[Dict[str, ob
 
 
 def _cell(value: object) -> str:
+    """A table cell; "-" for nothing, the elements of a list joined by commas."""
     if isinstance(value, (list, tuple)):
-        return ",".join(str(v) for v in value) or "-"
+        return ",".join(_printable(v) for v in value) or "-"
     if value in (None, ""):
         return "-"
-    # Lease values come from the network: no newline or escape sequence reaches the terminal.
+    return _printable(value)
+
+
+def _printable(value: object) -> str:
+    """Text safe for a terminal, readable in any script.
+
+    Labels come from disk images and leases from the network: no newline, escape sequence, C1
+    control, bidi override or line separator (U+2028) reaches the terminal; an undecodable byte
+    (a surrogate-escaped str) shows as `\\udcNN` instead of failing at print time."""
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
                    for c in str(value))
 

@@ -1,0 +1,59 @@
+"""status.render: what reaches the terminal is printable, whatever a label or a lease holds."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from gandi_vm import status
+
+CYRILLIC = "\u0414\u0430\u043d\u043d\u044b\u0435"
+HOSTILE = ["\x1b[2J", "\x07", "\x7f", "\x9b31m", "a\u2028b", "a\u2029b", "\u202eexe", "x\ny",
+           "bad\udcff"]
+
+
+def disk_row(**values):
+    row = {"device": "vdb", "size": 1024, "fstype": "ext4", "label": "", "mountpoint": None,
+           "state": "mounted", "reason": ""}
+    row.update(values)
+    return row
+
+
+def iface_row(**values):
+    row = {"interface": "eth1", "mac": "52:54:00:00:00:01", "driver": "virtio_net",
+           "operstate": "up", "addresses": [], "stack": "dhcp", "table": None, "state": "up",
+           "reason": "", "lease": None}
+    row.update(values)
+    return row
+
+
+def assert_printable(text: str) -> None:
+    for line in text.split("\n"):
+        assert line.isprintable(), repr(line)
+
+
+@pytest.mark.parametrize("hostile", HOSTILE)
+def test_list_cells_are_escaped_like_scalars(hostile):
+    # Name servers and search domains from a lease went out raw: an escape sequence reached
+    # the terminal.
+    def render(value: str) -> str:
+        lease = {"dns": ["192.0.2.53", value], "search": [value]}
+        return status.render([disk_row(label=value)],
+                             [iface_row(addresses=[value], lease=lease, interface=value)], "text")
+
+    text = render(hostile)
+    assert_printable(text)
+    assert text.count("\n") == render("x").count("\n")  # no line break of its own either
+
+
+@pytest.mark.parametrize("hostile", HOSTILE)
+def test_yaml_is_printable_and_reads_back(hostile):
+    disks = [disk_row(label=hostile, reason=[hostile])]
+    text = status.render(disks, [iface_row(addresses=[hostile])], "yaml")
+    assert_printable(text)
+    assert yaml.safe_load(text)["disks"] == disks
+
+
+def test_non_ascii_labels_stay_readable_in_the_table():
+    text = status.render([disk_row(label=CYRILLIC, mountpoint=f"/srv/{CYRILLIC}")], [], "text")
+    assert f"/srv/{CYRILLIC}" in text
