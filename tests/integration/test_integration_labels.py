@@ -84,3 +84,44 @@ def test_hostile_btrfs_labels_stay_inside_the_root(env, no_pwned):
     # survive; what matters is that no '..' or '/' does.
     assert re.fullmatch(r"y{1,64}", names[1]), names[1]
     assert names[2] == "z" * 64
+
+
+# One ext4 label (at most 16 bytes) per script class: each must mount under its own name, show
+# in status as itself, be recognized as ours by a second attach, and detach.
+SCRIPTS = {
+    "accented": "Donn\u00e9es",
+    "cyrillic": "\u0414\u0430\u043d\u043d\u044b\u0435",
+    "greek": "\u0394\u03b5\u03b4\u03bf\u03bc\u03ad\u03bd\u03b1",
+    "cjk": "\u6570\u636e",
+    "emoji": "\U0001f4be",
+}
+
+
+def kernel_mountpoints() -> list:
+    """Every mountpoint in /proc/self/mountinfo, as bytes with the kernel's \\NNN escapes undone:
+    read independently of gandi_vm.mounts, which is under test."""
+    raw = Path("/proc/self/mountinfo").read_bytes()
+    return [re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m.group(1), 8)]), line.split(b" ")[4])
+            for line in raw.split(b"\n") if line]
+
+
+@pytest.mark.parametrize("label", SCRIPTS.values(), ids=SCRIPTS.keys())
+def test_a_label_in_any_script_mounts_shows_and_detaches(env, label):
+    disk = env.disk("ext4", label=label)
+    target = env.root / label
+
+    run = env.gandi("disk", "attach", disk.name)
+    assert run.returncode == 0, str(run)
+    assert bytes(target) in kernel_mountpoints()
+    again = env.gandi("disk", "attach", disk.name)
+    assert again.returncode == 0 and f"already mounted at {target}\n" in again.stderr, str(again)
+
+    row = env.status()[disk.name]
+    assert (row["mountpoint"], row["label"], row["state"]) == (str(target), repr(label), "mounted")
+    text = env.gandi("status")
+    assert text.returncode == 0 and str(target) in text.stdout, str(text)
+
+    run = env.gandi("disk", "detach", disk.name)
+    assert run.returncode == 0 and "unmounted from" in run.stderr, str(run)
+    assert bytes(target) not in kernel_mountpoints()
+    assert not target.exists()
