@@ -8,16 +8,17 @@ veth pairs, dnsmasq and fake root. Both clean up in teardown, whether the test p
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Callable, Iterator, List
+from typing import Callable, Dict, FrozenSet, Iterator, List, Tuple
 
 import pytest
 
 import gandi_netns
-from gandi_integration import BASE_TOOLS, MiB, PACKAGES, Env, sh, which
+from gandi_integration import BASE_TOOLS, MiB, PACKAGES, Env, mount_table, sh, which
 from gandi_netns import Lab
 
 
@@ -26,6 +27,53 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if here in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.integration)
+
+
+# -- the host stays as it was --------------------------------------------------------------------
+# What tests may create and remove: temporary roots and loop mounts under temporary directories,
+# and network namespaces (`ip netns add` bind-mounts /run/netns once and keeps it).
+CREATED_BY_TESTS = (tempfile.gettempdir(), "/var/tmp", "/run/netns")
+HostState = Tuple[Dict[str, FrozenSet[str]], Tuple[str, ...]]
+
+
+def host_state() -> HostState:
+    """The host's interfaces (name -> addresses, read in the host's namespace) and its mountpoints
+    outside what tests create. Temporary (privacy) IPv6 addresses come and go by themselves."""
+    links = json.loads(sh("ip", "-j", "addr", "show").stdout or b"[]")
+    interfaces = {link["ifname"]: frozenset(f"{a['local']}/{a['prefixlen']}"
+                                            for a in link.get("addr_info", [])
+                                            if "local" in a and not a.get("temporary"))
+                  for link in links}
+    mountpoints = tuple(sorted(m.target for m in mount_table()
+                               if not any(m.target == d or m.target.startswith(d + "/")
+                                          for d in CREATED_BY_TESTS)))
+    return interfaces, mountpoints
+
+
+@pytest.fixture(scope="module", autouse=True)
+def host_unchanged(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail the module that changed the host's interfaces or mounts (a test may only change what
+    it created: loop devices, namespaces, temporary roots). Per module, so the report names it."""
+    if which("ip") is None or which("findmnt") is None:
+        yield  # nothing to compare with; the tests themselves skip for the same tools
+        return
+    before = host_state()
+    yield
+    after = host_state()
+    if after == before:
+        return
+    (links_before, mounts_before), (links_after, mounts_after) = before, after
+
+    def addresses(links: Dict[str, FrozenSet[str]], name: str) -> str:
+        return " ".join(sorted(links[name])) or "no address" if name in links else "absent"
+
+    changes = [f"interface {name}: {addresses(links_before, name)} -> {addresses(links_after, name)}"
+               for name in sorted(set(links_before) | set(links_after))
+               if links_before.get(name) != links_after.get(name)]
+    changes += [f"mount {target} appeared" for target in sorted(set(mounts_after) - set(mounts_before))]
+    changes += [f"mount {target} gone" for target in sorted(set(mounts_before) - set(mounts_after))]
+    pytest.fail(f"{request.module.__name__} changed the host: " + "; ".join(
+        changes or ["the same mountpoints, mounted a different number of times"]))
 
 
 # -- session checks ------------------------------------------------------------------------------
