@@ -1,14 +1,21 @@
-"""SSH: generate missing host keys, harden sshd (validated by sshd -t), manage the platform's root key.
+"""SSH: generate missing host keys, harden sshd (checked by sshd -T), manage the platform's root key.
 
 Three independent concerns, run in this order (CONFIG_SSHD, CONFIG_SSHMGMT, CONFIG_SSHMGMT_KEY):
 
 - host keys: rsa, ecdsa and ed25519 keys are generated when missing (`ssh-keygen -A` semantics) and
   never regenerated when present, whatever else changed (a recurring cloud-init complaint);
 - hardening: PermitRootLogin prohibit-password and PermitEmptyPasswords no, through a drop-in when
-  sshd_config includes sshd_config.d, else by editing only those two keys in place; `sshd -t` must
-  accept the result or the previous files are put back byte for byte;
+  sshd_config includes sshd_config.d, else by editing only those two keys in place. `sshd -T` must
+  accept the result AND report those values as the ones it will use, or the previous files are
+  put back byte for byte and the plugin fails. sshd keeps the first value it reads, so a line
+  above the Include, or an owner's drop-in sorting before ours, wins over our drop-in: that is
+  the owner's explicit choice and is not edited away, but it is reported as a failure every boot
+  (set the value there, or CONFIG_SSHD=0), never as hardened;
 - management key: with CONFIG_SSHMGMT=1 the key in CONFIG_SSHMGMT_KEY is in root's authorized_keys
   exactly once (0600, in a 0700 /root/.ssh, owned by root); with 0 that key, and only it, is removed.
+
+Every file is split into lines the way sshd reads it: on "\n" only, words on " \t" (and "\r\n",
+and "=" in sshd_config), so a U+2028 or a "\r" inside a comment cannot hide a directive from us.
 
 sshd is never restarted here: gandi-config.service runs before sshd at boot, so sshd starts with
 what we leave.
@@ -26,6 +33,7 @@ import shlex
 import struct
 from typing import Dict, List, Optional, Tuple
 
+from gandi_vm.host import lines, lines_keepends
 from gandi_vm.plugins import Context, Outcome
 
 log = logging.getLogger("gandi")
@@ -54,8 +62,16 @@ MGMT_KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-n
                   "ecdsa-sha2-nistp521", "sk-ssh-ed25519@openssh.com",
                   "sk-ecdsa-sha2-nistp256@openssh.com")
 _BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
+# What sshd skips between the words of an authorized_keys line, and how its key types begin
+# (ssh-rsa, ecdsa-sha2-*, sk-*, and certificates of each).
+_KEY_SPACE = " \t"
+_KEY_TYPE_PREFIXES = ("ssh-", "ecdsa-", "sk-")
 # sshd_config accepts both `Keyword value` and `Keyword=value`.
-_DIRECTIVE = re.compile(r"\s*([A-Za-z][A-Za-z0-9]*)(?:\s*=\s*|\s+|$)(.*)", re.DOTALL)
+# What sshd_config's tokenizer (OpenSSH's strdelim) takes for whitespace, and what ends a word.
+_SSHD_SPACE = " \t\r\n"
+_DELIMITER = re.compile('[ \t\r\n"=]')
+# How `sshd -T` may print a wanted value: OpenSSH names prohibit-password by its older synonym.
+_REPORTED_AS: Dict[str, Tuple[str, ...]] = {"prohibit-password": ("prohibit-password", "without-password")}
 
 Key = Tuple[str, str]  # (type, base64 blob): a key's identity, whatever its options and comment
 
@@ -146,19 +162,24 @@ def _harden(ctx: Context) -> List[str]:
         # A symlink points at a file some tool manages (and ctx.write would replace the link).
         return [f"{SSHD_CONFIG} is not a regular file: hardening left to its owner"]
     main = ctx.host.read_text(SSHD_CONFIG)
+    if "\0" in main:
+        # sshd reads a line only up to a NUL and drops its newline, gluing the next line to it: no
+        # line-based edit of such a file means what it says.
+        return [f"{SSHD_CONFIG} holds a NUL byte: hardening left to its owner"]
     if _includes_drop_in(main):
         if ctx.host.exists(DROP_IN) and not ctx.host.is_file(DROP_IN):
             return [f"{DROP_IN} is not a regular file: hardening left to its owner"]
         previous = {DROP_IN: _read(ctx, DROP_IN)}
         text = ("# Written by gandi-vm at boot (CONFIG_SSHD in /etc/default/gandi); edits here are lost.\n"
                 "# sshd keeps the first value it reads: a drop-in that sorts before this one, or a line\n"
-                "# above the Include in sshd_config, takes precedence over these.\n"
+                "# above the Include in sshd_config, takes precedence over these (and gandi-vm then\n"
+                "# reports the hardening as failed).\n"
                 + "".join(f"{key} {value}\n" for key, value in WANTED.items()))
         log.info("ssh: %s includes %s, hardening through the drop-in", SSHD_CONFIG, DROP_IN)
         changed = ctx.write(DROP_IN, text, mode=0o644)
     else:
         if re.search("[\udc80-\udcff]", main):
-            # Not UTF-8: rewriting it through text would not give the same bytes back.
+            # Not UTF-8: a dry run could not show the diff (and the owner's editor may not either).
             return [f"{SSHD_CONFIG} is not valid UTF-8: hardening left to its owner"]
         previous = {SSHD_CONFIG: main}
         log.info("ssh: %s does not include sshd_config.d, editing it in place", SSHD_CONFIG)
@@ -174,14 +195,14 @@ def _harden(ctx: Context) -> List[str]:
             ctx.remove(path)
         else:
             ctx.write(path, text)
-    message = f"sshd -t rejected the hardened configuration, rolled back: {problem}"
+    message = f"{problem}; rolled back"
     log.error("ssh: %s", message)
     return [message]
 
 
 def _includes_drop_in(main: str) -> bool:
     """Whether an active, global Include of sshd_config covers our drop-in's name."""
-    for line in main.splitlines():
+    for line in lines(main):
         directive = _directive(line)
         if directive is None:
             continue
@@ -212,25 +233,21 @@ def _glob_matches(pattern: str, path: str) -> bool:
 def harden_in_place(text: str, wanted: Dict[str, str]) -> str:
     """sshd_config text with each wanted keyword set: the first global line that sets it is
     replaced (indentation and line ending kept), or a line is added before the first Match block;
-    every other byte, comments included, is kept."""
-    lines = text.splitlines(keepends=True)
-    match_at = len(lines)
-    for number, line in enumerate(lines):
-        directive = _directive(line)
-        if directive and directive[0] == "match":
-            match_at = number
-            break
+    every other byte, comments included, is kept. The text holds no NUL byte (see _harden)."""
+    lines = lines_keepends(text)
+    directives = [_directive(line) for line in lines]
+    match_at = next((number for number, directive in enumerate(directives)
+                     if directive and directive[0] == "match"), len(lines))
     missing = []
     for key, value in wanted.items():
         for number in range(match_at):
-            directive = _directive(lines[number])
+            directive = directives[number]
             if directive is None or directive[0] != key.lower():
                 continue
-            current = directive[1].split()
             # sshd takes the first line it reads; an equal value is left exactly as written.
-            if not current or current[0].lower() != value.lower():
+            if not _sets(directive[1], value):
                 line = lines[number]
-                indent = line[:len(line) - len(line.lstrip())]
+                indent = line[:len(line) - len(line.lstrip(" \t"))]
                 ending = line[len(line.rstrip("\r\n")):]
                 lines[number] = f"{indent}{key} {value}{ending}"  # no ending: the last line stays so
             break
@@ -245,33 +262,68 @@ def harden_in_place(text: str, wanted: Dict[str, str]) -> str:
     # A line after `Match` belongs to that block (until the next Match), so ours go above it,
     # and above the comment lines directly describing it.
     at = match_at
-    while at > 0 and lines[at - 1].lstrip().startswith("#"):
+    while at > 0 and lines[at - 1].lstrip(" \t").startswith("#"):
         at -= 1
     return "".join(lines[:at] + missing + lines[at:])
 
 
+def _sets(argument: str, value: str) -> bool:
+    """Whether a directive's argument text is exactly `value` (any case), a comment aside."""
+    words = re.split("[ \t\r\n]+", argument)
+    return words[0].lower() == value.lower() and (len(words) == 1 or words[1].startswith("#"))
+
+
 def _directive(line: str) -> Optional[Tuple[str, str]]:
-    """(lowercased keyword, argument text) of an active sshd_config line; None for comments."""
-    stripped = line.strip()
-    if not stripped or stripped.startswith("#"):
+    """(lowercased keyword, argument text) of a line as sshd reads it; None for comments and blanks.
+
+    sshd's tokenizer (strdelim): words end at " \\t\\r\\n", at one '=', or are "quoted"; an empty
+    first word (leading '=' or whitespace) is skipped. Nothing else is whitespace to it, so a
+    keyword glued to a U+2028 or a form feed is not that keyword (and sshd -t rejects it)."""
+    line = line.rstrip(_SSHD_SPACE + "\f")
+    keyword, rest = _strdelim(line)
+    if keyword == "":
+        keyword, rest = _strdelim(rest)
+    if not keyword or keyword.startswith("#"):
         return None
-    found = _DIRECTIVE.match(stripped)
-    return (found.group(1).lower(), found.group(2).strip()) if found else None
+    return keyword.lower(), rest or ""
+
+
+def _strdelim(text: Optional[str]) -> Tuple[Optional[str], Optional[str]]:
+    """OpenSSH's strdelim(): (first word, the rest after its delimiter and whitespace); a word
+    with an unmatched quote is no word at all (None)."""
+    if text is None:
+        return None, None
+    found = _DELIMITER.search(text)
+    if found is None:
+        return text, None
+    at = found.start()
+    if text[at] == '"':
+        end = text.find('"', at + 1)
+        if end == -1:
+            return None, None
+        return text[:at] + text[at + 1:end], text[end + 1:].lstrip(_SSHD_SPACE)
+    rest = text[at + 1:].lstrip(_SSHD_SPACE)
+    if text[at] != "=" and rest.startswith("="):  # one '=' may stand between the words
+        rest = rest[1:].lstrip(_SSHD_SPACE)
+    return text[:at], rest
 
 
 def _validate(ctx: Context) -> Optional[str]:
-    """None when sshd accepts the configuration (or cannot be asked); else why not."""
+    """None when sshd accepts the configuration and will use the hardened values (or cannot be
+    asked); else why not, in one line."""
     if ctx.host.dry_run:
-        return None  # nothing was written: sshd -t would only judge the old files
+        return None  # nothing was written: sshd -T would only judge the old files
     if not ctx.host.exists(SSHD_BINARY):
         log.warning("ssh: %s not found, the hardened configuration is not validated", SSHD_BINARY)
         return None
-    argv = ["sshd", "-t", "-f", ctx.host.path(SSHD_CONFIG)]
+    # -T checks the syntax as -t does, and prints the values sshd will use for a connection that
+    # no conditional Match block selects (`Match all` applies): what a global setting promises.
+    argv = ["sshd", "-T", "-f", ctx.host.path(SSHD_CONFIG)]
     result = ctx.run(argv, timeout=SSHD_TIMEOUT, changes=False)
     privsep = re.search(r"Missing privilege separation directory: (/\S+)", result.stderr + result.stdout)
     if not result.ok and privsep and privsep.group(1).startswith(("/run/", "/var/run/")):
         # Debian's sshd.service creates /run/sshd (RuntimeDirectory=) only when it starts, and we
-        # run before it at boot; sshd -t checks that directory before it says the config is fine.
+        # run before it at boot; sshd -T checks that directory before it says the config is fine.
         try:
             ctx.host.mkdir(privsep.group(1), 0o755)
         except OSError as e:
@@ -281,7 +333,26 @@ def _validate(ctx: Context) -> Optional[str]:
         log.warning("ssh: sshd could not be run (%s), the hardened configuration is not validated",
                     result.why())
         return None
-    return None if result.ok else result.why()
+    if not result.ok:
+        return f"sshd -T rejected the hardened configuration: {result.why()}"
+    return _ineffective(result.stdout)
+
+
+def _ineffective(dump: str) -> Optional[str]:
+    """Why the values `sshd -T` printed are not the wanted ones, or None when they are."""
+    effective: Dict[str, str] = {}
+    for line in lines(dump):
+        keyword, _, value = line.partition(" ")
+        effective.setdefault(keyword, value)
+    wrong = []
+    for key, value in WANTED.items():
+        reported = effective.get(key.lower())
+        if reported is None or reported.lower() not in _REPORTED_AS.get(value, (value,)):
+            wrong.append(f"{key.lower()} {reported or '(not reported)'}")
+    if not wrong:
+        return None
+    return (f"sshd -T reports {', '.join(wrong)} after the hardening (sshd keeps the first value "
+            f"it reads: an earlier line, Include or `Match all` sets it)")
 
 
 # -- management key ----------------------------------------------------------------------------
@@ -292,12 +363,12 @@ def _read_mgmt_key(ctx: Context) -> Tuple[Optional[Key], str, str]:
     text = _read(ctx, path) if ctx.host.is_file(path) else None
     if text is None:
         return None, "", f"CONFIG_SSHMGMT_KEY={path}: no such file"
-    lines = [line for line in text.splitlines() if line.strip()]
-    if not lines:
+    found = [line.strip(_KEY_SPACE) for line in lines(text) if line.strip(_KEY_SPACE)]
+    if not found:
         return None, "", f"CONFIG_SSHMGMT_KEY={path}: the file is empty"
-    if len(lines) > 1:
-        return None, "", f"CONFIG_SSHMGMT_KEY={path}: expected one public key line, found {len(lines)}"
-    parts = lines[0].split(None, 2)
+    if len(found) > 1:
+        return None, "", f"CONFIG_SSHMGMT_KEY={path}: expected one public key line, found {len(found)}"
+    parts = re.split("[ \t]+", found[0], maxsplit=2)
     if len(parts) < 2 or parts[0] not in MGMT_KEY_TYPES:
         return None, "", (f"CONFIG_SSHMGMT_KEY={path}: expected 'TYPE BASE64 [comment]' with TYPE one of "
                       + ", ".join(MGMT_KEY_TYPES))
@@ -313,8 +384,9 @@ def _read_mgmt_key(ctx: Context) -> Tuple[Optional[Key], str, str]:
     name = kind.encode()
     if raw[:4 + len(name)] != struct.pack(">I", len(name)) + name or len(raw) <= 4 + len(name):
         return None, "", f"CONFIG_SSHMGMT_KEY={path}: the key data is not a {kind} key"
-    # The platform's comment is kept; without one, the owner still sees whose key this is.
-    comment = parts[2].strip() if len(parts) > 2 else "gandi-vm management key"
+    # The platform's comment is kept (if it is plain text); without one, the owner still sees
+    # whose key this is.
+    comment = parts[2] if len(parts) > 2 and parts[2].isprintable() else "gandi-vm management key"
     return (kind, blob), f"{kind} {blob} {comment}\n", ""
 
 
@@ -325,20 +397,32 @@ def _authorize(ctx: Context, key: Key, line: str) -> List[str]:
     if ctx.host.exists(AUTHORIZED_KEYS) and not ctx.host.is_file(AUTHORIZED_KEYS):
         return [f"{AUTHORIZED_KEYS} is not a regular file: left alone"]
     text = _read(ctx, AUTHORIZED_KEYS) or ""
-    lines = text.splitlines(keepends=True)
-    ours = [number for number, line in enumerate(lines) if authorized_key(line) == key]
-    if not ours:
+    count = sum(authorized_key(entry) == key for entry in lines(text))
+    if count == 0:
         log.info("ssh: adding the management key to %s", AUTHORIZED_KEYS)
-        if lines and not lines[-1].endswith("\n"):
-            lines[-1] += "\n"
-        lines.append(line)
-    elif len(ours) > 1:
-        log.info("ssh: the management key is in %s %d times, keeping the first", AUTHORIZED_KEYS,
-                 len(ours))
-        lines = [line for number, line in enumerate(lines) if number not in ours[1:]]
-    ctx.write(AUTHORIZED_KEYS, "".join(lines), mode=0o600)
+    elif count > 1:
+        log.info("ssh: the management key is in %s %d times, keeping the first", AUTHORIZED_KEYS, count)
+    ctx.write(AUTHORIZED_KEYS, with_key(text, key, line), mode=0o600)
     failures = [_ensure_mode(ctx, AUTHORIZED_KEYS, 0o600), _ensure_root_owner(ctx, AUTHORIZED_KEYS)]
     return [failure for failure in failures if failure]
+
+
+def with_key(text: str, key: Key, line: str) -> str:
+    """authorized_keys text that authorizes `key` on exactly one line: the first one that already
+    did is kept as it is (with its options), later ones are dropped, else `line` is appended.
+    Every other line is kept byte for byte."""
+    entries = lines_keepends(text)
+    ours = [number for number, entry in enumerate(entries) if authorized_key(entry) == key]
+    if not ours:
+        if entries and not entries[-1].endswith("\n"):
+            entries[-1] += "\n"
+        return "".join(entries) + line
+    return "".join(entry for number, entry in enumerate(entries) if number not in ours[1:])
+
+
+def without_key(text: str, key: Key) -> str:
+    """authorized_keys text without the lines that authorize `key`; every other line as it was."""
+    return "".join(entry for entry in lines_keepends(text) if authorized_key(entry) != key)
 
 
 def _root_ssh_dir(ctx: Context) -> Optional[str]:
@@ -362,31 +446,44 @@ def _unauthorize(ctx: Context) -> List[str]:
         # The feature is off: an unreadable key only means there is nothing we can recognize.
         log.warning("ssh: %s, no management key to remove", problem)
         return []
-    text = ctx.host.read_text(AUTHORIZED_KEYS)
-    kept = [line for line in text.splitlines(keepends=True) if authorized_key(line) != key]
-    if ctx.write(AUTHORIZED_KEYS, "".join(kept), mode=0o600):
+    if ctx.write(AUTHORIZED_KEYS, without_key(ctx.host.read_text(AUTHORIZED_KEYS), key), mode=0o600):
         log.info("ssh: CONFIG_SSHMGMT=0, management key removed from %s", AUTHORIZED_KEYS)
     return []
 
 
 def authorized_key(line: str) -> Optional[Key]:
-    """(type, base64) of an authorized_keys line, past its options; None for comments."""
-    text = line.strip()
-    if not text or text.startswith("#"):
+    """(type, base64) of the key an authorized_keys line authorizes, as sshd reads the line; None
+    for comments, blanks and lines sshd finds no key in.
+
+    sshd stops at a NUL, splits words on " \\t" only, and first tries the line as a bare key; when
+    that fails, it skips the options (up to the first space or tab outside double quotes, where
+    \\" does not end a quote) and tries again."""
+    text = line.split("\0", 1)[0].lstrip(_KEY_SPACE)
+    if not text or text[0] in "\r\n#":
         return None
-    parts = text.split(None, 2)
-    if parts[0] not in MGMT_KEY_TYPES and not parts[0].startswith(("ssh-", "ecdsa-", "sk-")):
-        # Options come first (`from="a b",command="..." ssh-ed25519 AAAA...`); a quoted option
-        # may hold spaces, so skip to the first whitespace outside quotes.
-        at, quoted = 0, False
-        while at < len(text) and (quoted or not text[at].isspace()):
-            if text[at] == "\\" and quoted:
-                at += 1
-            elif text[at] == '"':
-                quoted = not quoted
+    key = _bare_key(text)
+    if key is not None:
+        return key
+    at, quoted = 0, False
+    while at < len(text) and (quoted or text[at] not in _KEY_SPACE):
+        if text.startswith('\\"', at):
             at += 1
-        parts = text[at:].split(None, 2)
-    return (parts[0], parts[1]) if len(parts) >= 2 else None
+        elif text[at] == '"':
+            quoted = not quoted
+        at += 1
+    if quoted:
+        return None  # sshd: "invalid key option string"
+    return _bare_key(text[at:].lstrip(_KEY_SPACE))
+
+
+def _bare_key(text: str) -> Optional[Key]:
+    """(type, base64) when text starts with a key type name and a base64 blob."""
+    parts = re.split("[ \t]+", text, maxsplit=2)
+    if len(parts) < 2 or not parts[0].startswith(_KEY_TYPE_PREFIXES):
+        return None
+    # sshd's base64 decoder skips the whitespace it finds inside the blob (the "\r\n" at its end).
+    blob = re.sub(r"[\n\r\v\f]", "", parts[1])
+    return (parts[0], blob) if _BASE64.fullmatch(blob) else None
 
 
 # -- small helpers -----------------------------------------------------------------------------

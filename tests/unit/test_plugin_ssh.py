@@ -1,5 +1,6 @@
 """The ssh plugin: host keys generated only when missing, sshd hardened (drop-in or in place) and
-rolled back when `sshd -t` says no, and the platform's key in root's authorized_keys on request."""
+rolled back when `sshd -T` rejects it or reports other values, and the platform's key in root's
+authorized_keys on request. `sshd -T` is answered by fakesshd's model of OpenSSH's reader."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ import os
 import struct
 from typing import List, Tuple
 
+import fakesshd
 import pytest
 from fakeroot import snapshot
 from fakesys import FakeHost
 
 from gandi_vm.config import Settings
-from gandi_vm.host import Result
+from gandi_vm.host import Host, Result
 from gandi_vm.plugins import CHANGED, FAILED, SKIPPED, UNCHANGED, Context, ssh
 
 
@@ -89,17 +91,14 @@ def chown(argv: List[str]) -> Result:
     return Result(argv, 0)
 
 
-def sshd_ok(argv: List[str]) -> Result:
-    return Result(argv, 0)
-
-
 def sshd_rejects(argv: List[str]) -> Result:
     return Result(argv, 255, stderr="/etc/ssh/sshd_config line 4: Bad configuration option: Nope\n")
 
 
 def make_host(dry_run: bool = False, plan=None) -> FakeHost:
     host = FakeHost(dry_run=dry_run, plan=plan)
-    host.handlers.update({"ssh-keygen": keygen, "chmod": chmod, "chown": chown, "sshd": sshd_ok})
+    host.handlers.update({"ssh-keygen": keygen, "chmod": chmod, "chown": chown,
+                          "sshd": fakesshd.sshd})
     return host
 
 
@@ -150,7 +149,7 @@ def test_fresh_debian_gets_keys_drop_in_and_the_management_key(debian):
     assert drop_in.startswith("# ")
     assert drop_in.endswith("PermitRootLogin prohibit-password\nPermitEmptyPasswords no\n")
     assert _read("/etc/ssh/sshd_config") == DEBIAN_CONFIG
-    assert ["sshd", "-t", "-f", "/etc/ssh/sshd_config"] in debian.commands
+    assert ["sshd", "-T", "-f", "/etc/ssh/sshd_config"] in debian.commands
     assert mode("/root/.ssh") == 0o700
     assert _read("/root/.ssh/authorized_keys") == MGMT + "\n"
     assert mode("/root/.ssh/authorized_keys") == 0o600
@@ -267,7 +266,7 @@ def test_an_include_covering_the_drop_in_directory_is_recognized(debian, line):
 @pytest.mark.parametrize("line", [
     "#Include /etc/ssh/sshd_config.d/*.conf",
     "Include /etc/ssh/other.d/*.conf",
-    "Include /etc/ssh/*",  # a glob never crosses a '/'
+    "Include /etc/ssh/*.conf",  # a glob never crosses a '/'
     "Include /etc/ssh/sshd_config.d/*.cfg",
 ])
 def test_an_include_that_does_not_cover_it_means_an_in_place_edit(debian, line):
@@ -337,8 +336,8 @@ def test_rejected_in_place_edit_is_rolled_back_byte_for_byte(old):
     outcome, _ = apply(old)
 
     assert outcome.state == FAILED
-    assert outcome.detail == ("sshd -t rejected the hardened configuration, rolled back: "
-                              "/etc/ssh/sshd_config line 4: Bad configuration option: Nope")
+    assert outcome.detail == ("sshd -T rejected the hardened configuration: "
+                              "/etc/ssh/sshd_config line 4: Bad configuration option: Nope; rolled back")
     assert open("/etc/ssh/sshd_config", "rb").read() == before
     assert mode("/etc/ssh/sshd_config") == 0o644
 
@@ -347,7 +346,8 @@ def test_rejected_drop_in_is_removed(debian):
     debian.handlers["sshd"] = sshd_rejects
     outcome, _ = apply(debian, sshmgmt=False)
     assert outcome.state == FAILED
-    assert outcome.detail.startswith("sshd -t rejected the hardened configuration, rolled back: ")
+    assert outcome.detail.startswith("sshd -T rejected the hardened configuration: ")
+    assert outcome.detail.endswith("; rolled back")
     assert os.listdir("/etc/ssh/sshd_config.d") == []
     assert _read("/etc/ssh/sshd_config") == DEBIAN_CONFIG
 
@@ -365,7 +365,7 @@ def test_missing_privilege_separation_directory_is_created_for_the_check(debian)
     def sshd(argv):
         if not os.path.isdir("/run/sshd"):
             return Result(argv, 255, stderr="Missing privilege separation directory: /run/sshd\n")
-        return Result(argv, 0)
+        return fakesshd.sshd(argv)
 
     debian.handlers["sshd"] = sshd
     os.makedirs("/run")
@@ -520,3 +520,174 @@ def test_sshmgmt_off_with_an_unusable_key_file_touches_nothing(debian):
     outcome, _ = apply(debian, sshmgmt=False)
     assert outcome.state == CHANGED  # host keys and drop-in; the disabled feature is no failure
     assert _read("/root/.ssh/authorized_keys") == f"{MGMT}\n"
+
+
+# -- hostile input (issue 11) ----------------------------------------------------------------------
+def test_a_directive_hidden_in_a_comment_by_u2028_is_not_the_one_edited(old):
+    """sshd splits on "\\n" only: the line after U+2028 is part of the comment, and the active
+    `PermitRootLogin yes` below is the one sshd uses."""
+    config = "# note\u2028PermitRootLogin no\nPermitRootLogin yes\n"
+    _write("/etc/ssh/sshd_config", config)
+
+    outcome, _ = apply(old, sshmgmt=False)
+
+    assert outcome.state == CHANGED, outcome.detail
+    assert _read("/etc/ssh/sshd_config") == \
+        "# note\u2028PermitRootLogin no\nPermitRootLogin prohibit-password\nPermitEmptyPasswords no\n"
+    assert fakesshd.effective("/etc/ssh/sshd_config") == \
+        {"permitrootlogin": "without-password", "permitemptypasswords": "no"}
+
+
+@pytest.mark.parametrize("config, reported", [
+    # sshd keeps the first value: a line above the Include wins over our drop-in
+    ("PermitRootLogin yes\nInclude /etc/ssh/sshd_config.d/*.conf\n", "permitrootlogin yes"),
+    # a Match all block overrides the global values for every connection
+    ("Include /etc/ssh/sshd_config.d/*.conf\nMatch all\n  PermitEmptyPasswords yes\n",
+     "permitemptypasswords yes"),
+])
+def test_an_ineffective_drop_in_is_removed_and_the_plugin_fails(debian, config, reported):
+    _write("/etc/ssh/sshd_config", config)
+
+    outcome, _ = apply(debian, sshmgmt=False)
+
+    assert outcome.state == FAILED
+    assert outcome.detail.startswith(f"sshd -T reports {reported} after the hardening")
+    assert outcome.detail.endswith("; rolled back")
+    assert os.listdir("/etc/ssh/sshd_config.d") == []
+    assert _read("/etc/ssh/sshd_config") == config
+
+
+def test_an_owners_earlier_drop_in_wins_and_the_plugin_says_so(debian):
+    _write("/etc/ssh/sshd_config.d/50-owner.conf", "PermitRootLogin yes\n")
+    outcome, _ = apply(debian, sshmgmt=False)
+    assert outcome.state == FAILED
+    assert outcome.detail.startswith("sshd -T reports permitrootlogin yes after the hardening")
+    assert sorted(os.listdir("/etc/ssh/sshd_config.d")) == ["50-owner.conf"]
+
+
+def test_an_in_place_edit_overridden_by_an_include_is_rolled_back(old):
+    _write("/etc/ssh/other.conf", "PermitRootLogin yes\n")
+    config = "Include /etc/ssh/other.conf\nPermitRootLogin no\n"
+    _write("/etc/ssh/sshd_config", config)
+
+    outcome, _ = apply(old, sshmgmt=False)
+
+    assert outcome.state == FAILED
+    assert "sshd -T reports permitrootlogin yes" in outcome.detail
+    assert _read("/etc/ssh/sshd_config") == config
+
+
+def test_an_sshd_config_with_a_nul_byte_is_left_alone(old):
+    # sshd drops the rest of a line from a NUL on, newline included: the next line is glued on.
+    config = "#x\0\nPermitRootLogin yes\n"
+    _write("/etc/ssh/sshd_config", config)
+    outcome, _ = apply(old, sshmgmt=False)
+    assert (outcome.state, outcome.detail) == \
+        (FAILED, "/etc/ssh/sshd_config holds a NUL byte: hardening left to its owner")
+    assert _read("/etc/ssh/sshd_config") == config
+
+
+@pytest.mark.parametrize("line", [
+    "PermitRootLogin yes",
+    '"PermitRootLogin" yes',
+    "=PermitRootLogin yes",
+    "PermitRootLogin=\"yes\"",
+    "\tPermitRootLogin\r=\tyes\f",
+])
+def test_the_keyword_is_found_as_sshd_tokenizes_it(line):
+    edited = ssh.harden_in_place(line + "\n", ssh.WANTED)
+    assert edited.startswith("PermitRootLogin prohibit-password\n") or \
+        edited.startswith("\tPermitRootLogin prohibit-password\n")
+
+
+@pytest.mark.parametrize("keys, expected", [
+    # the line after U+2028 is part of a comment for sshd: the key is not there yet
+    (f"# was: \u2028{MGMT}\n", f"# was: \u2028{MGMT}\n{MGMT}\n"),
+    (f"{OWNER_KEY}\r\n{MGMT}\r\n", f"{OWNER_KEY}\r\n{MGMT}\r\n"),  # CRLF: sshd still reads it
+    (f'command="echo \\"a b\\"",no-pty {MGMT}\n', f'command="echo \\"a b\\"",no-pty {MGMT}\n'),
+    (f"{MGMT}\0junk\n", f"{MGMT}\0junk\n"),  # sshd reads the line up to the NUL
+    (f"\0{MGMT}\n", f"\0{MGMT}\n{MGMT}\n"),  # ...which leaves nothing of this one
+    ("x" * 100000 + "\n", "x" * 100000 + f"\n{MGMT}\n"),
+    (f'from="a {MGMT}\n', f'from="a {MGMT}\n{MGMT}\n'),  # unterminated quote: sshd reads no key
+])
+def test_the_management_key_is_found_as_sshd_reads_the_line(keys, expected):
+    assert ssh.with_key(keys, MGMT_KEY, MGMT + "\n") == expected
+
+
+def test_sshmgmt_off_never_glues_an_owner_key_onto_a_comment(debian):
+    """splitlines() split the comment at U+2028, removed its second half, and glued the owner's
+    key line onto the first half: a comment, so the owner was locked out."""
+    os.makedirs("/root/.ssh", mode=0o700)
+    keys = f"# old platform key:\u2028{MGMT}\n{OWNER_KEY}\n"
+    _write("/root/.ssh/authorized_keys", keys, 0o600)
+
+    apply(debian, sshmgmt=False)
+
+    assert _read("/root/.ssh/authorized_keys") == keys
+
+
+def test_a_key_file_comment_that_is_not_plain_text_is_replaced(debian):
+    _write("/etc/gandi/mgmt.pub", f"{MGMT_KEY[0]} {MGMT_KEY[1]} gandi\x1bnote\x85\n")
+    outcome, _ = apply(debian)
+    assert outcome.state == CHANGED, outcome.detail
+    assert _read("/root/.ssh/authorized_keys") == f"{MGMT_KEY[0]} {MGMT_KEY[1]} gandi-vm management key\n"
+
+
+# -- the real sshd, when this machine has one ------------------------------------------------------
+# GANDI_TEST_SSHD names another sshd to run (a wrapper around an extracted package, say); sshd -T
+# also needs its privilege separation user and directory, which an installed package provides.
+REAL_SSHD = os.environ.get("GANDI_TEST_SSHD", "/usr/sbin/sshd")
+
+
+class RealSshdHost(FakeHost):
+    """A Host over a temporary root whose `sshd` is the real one; other programs are refused."""
+
+    def __init__(self, root: str):
+        super().__init__(root)
+        self.handlers["sshd"] = lambda argv: Host.run(self, [REAL_SSHD, *argv[1:]], timeout=30,
+                                                      changes=False)
+
+
+def real_root(tmp_path, config: str) -> RealSshdHost:
+    for directory in ("etc/ssh", "usr/sbin"):
+        (tmp_path / directory).mkdir(parents=True)
+    (tmp_path / "usr/sbin/sshd").write_text("")
+    host_key = tmp_path / "hostkey"
+    import subprocess
+
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)], check=True)
+    (tmp_path / "etc/ssh/sshd_config").write_bytes(f"HostKey {host_key}\n{config}".encode())
+    host = RealSshdHost(str(tmp_path))
+    probe = Host.run(host, [REAL_SSHD, "-T", "-f", host.path("/etc/ssh/sshd_config")], timeout=30,
+                     changes=False)
+    if not probe.ok:
+        pytest.skip(f"{REAL_SSHD} -T cannot run here: {probe.why()}")
+    return host
+
+
+needs_sshd = pytest.mark.skipif(not os.access(REAL_SSHD, os.X_OK), reason=f"no {REAL_SSHD}")
+
+
+@needs_sshd
+def test_real_sshd_uses_the_hardened_value_after_a_u2028_comment(tmp_path):
+    host = real_root(tmp_path, "# note\u2028PermitRootLogin no\nPermitRootLogin yes\n")
+
+    outcome = ssh._harden(Context(host, Settings(sshmgmt=False), name="ssh"))
+
+    assert outcome == []
+    dump = Host.run(host, [REAL_SSHD, "-T", "-f", host.path("/etc/ssh/sshd_config")], timeout=30,
+                    changes=False).stdout
+    assert "permitrootlogin without-password" in dump.splitlines()
+    assert "permitemptypasswords no" in dump.splitlines()
+
+
+@needs_sshd
+def test_real_sshd_match_all_makes_the_hardening_fail_and_roll_back(tmp_path):
+    config = "PermitRootLogin no\nMatch all\n  PermitRootLogin yes\n"
+    host = real_root(tmp_path, config)
+    before = (tmp_path / "etc/ssh/sshd_config").read_bytes()
+
+    failures = ssh._harden(Context(host, Settings(sshmgmt=False), name="ssh"))
+
+    assert len(failures) == 1 and failures[0].startswith("sshd -T reports permitrootlogin yes")
+    assert (tmp_path / "etc/ssh/sshd_config").read_bytes() == before
