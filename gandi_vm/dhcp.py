@@ -14,6 +14,7 @@ from typing import List, Optional
 
 from gandi_vm.host import Host
 from gandi_vm.lease import STATE_DIR
+from gandi_vm.netdev import decimal
 
 CLIENTS = ("dhclient", "dhcpcd", "udhcpc")  # in order of preference when several are installed
 _BIN_DIRS = ("/usr/sbin", "/sbin", "/usr/bin", "/bin")
@@ -102,11 +103,13 @@ def stop(host: Host, client: str, name: str, script: str) -> None:
 def _terminate(host: Host, pidfile: str, client: str, name: str) -> None:
     """SIGTERM the pid in our pidfile, only if that process is still our client for `name`."""
     try:
-        with open(pidfile, encoding="ascii") as f:
-            pid = int(f.read().strip())
+        with open(pidfile, encoding="ascii", errors="replace") as f:
+            pid = decimal(f.read(32).strip(), 7)  # pid_max is at most 4194304
+        if not pid:  # kill(0) would signal our own process group
+            return
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             argv = f.read().split(b"\0")
-    except (OSError, ValueError):
+    except OSError:
         return
     if os.path.basename(argv[0]).decode(errors="replace") != client or name.encode() not in argv:
         return

@@ -18,7 +18,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 from gandi_vm import cpu, dhcp, lease, netdev, netstack, routing
 from gandi_vm.config import Settings
 from gandi_vm.hooks import run_hook
-from gandi_vm.host import Host
+from gandi_vm.host import Host, lines
 from gandi_vm.lease import Lease, LeaseError
 from gandi_vm.netdev import NetDevice
 
@@ -78,18 +78,18 @@ def channels(online_cpus: int, ethtool_l: str) -> Optional[Tuple[int, int]]:
     """(wanted, current) combined channels from `ethtool -l` output; None if not multiqueue."""
     maximum = current = None
     section = None
-    for line in ethtool_l.splitlines():
+    for line in lines(ethtool_l):
         if line.startswith("Pre-set maximums"):
             section = "max"
         elif line.startswith("Current hardware settings"):
             section = "current"
         elif line.strip().startswith("Combined:"):
-            value = line.split(":", 1)[1].strip()
-            if value.isdigit():
+            value = netdev.decimal(line.split(":", 1)[1].strip(), 5)
+            if value is not None:
                 if section == "max":
-                    maximum = int(value)
+                    maximum = value
                 elif section == "current":
-                    current = int(value)
+                    current = value
     if not maximum or maximum < 2 or current is None:
         return None
     return min(online_cpus, maximum), current
@@ -359,7 +359,7 @@ def lease_event(host: Host, event: Optional[str], env: Mapping[str, str]) -> int
     reason = event or env.get("reason", "")
     record = lease.load(host, name)
     if record is None:
-        log.warning("iface %s: lease event %s for an interface we did not attach; ignored",
+        log.warning("iface %s: lease event %r for an interface we did not attach; ignored",
                     name, reason[:32])
         return 0
     table = _table(record)

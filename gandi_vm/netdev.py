@@ -12,21 +12,29 @@ import re
 from dataclasses import dataclass
 from typing import List, Optional
 
-from gandi_vm.host import Host
+from gandi_vm.host import Host, lines
 
 ARPHRD_ETHER, ARPHRD_LOOPBACK = 1, 772
 
 # What the kernel accepts as a name (dev_valid_name: 1-15 bytes, no '/', ':' or whitespace), and
 # narrower: names we put into unit names, file names and argv are plain printable ASCII.
 _NAME = re.compile(r"[A-Za-z0-9_.@+-]{1,15}")
+# What sysfs shows of the other facts we keep (they reach the record, the status table and, for
+# the MAC, a generated .network file): anything else, in a --root tree say, is taken as absent.
+_MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5,19}")
+_WORD = re.compile(r"[a-z0-9_.+-]{1,64}", re.IGNORECASE)
 
 
 class NoSuchInterface(Exception):
     """The named interface does not exist (or its name is not one the kernel could give)."""
 
 
+def is_name(name: str) -> bool:
+    return bool(_NAME.fullmatch(name)) and name not in (".", "..")
+
+
 def checked_name(name: str) -> str:
-    if not _NAME.fullmatch(name) or name in (".", ".."):
+    if not is_name(name):
         raise NoSuchInterface(f"interface {name!r}: not a valid interface name")
     return name
 
@@ -47,30 +55,45 @@ class NetDevice:
         return self.type == ARPHRD_LOOPBACK
 
 
+def decimal(text: Optional[str], digits: int = 10) -> Optional[int]:
+    """A number as the kernel and the DHCP clients print one (ASCII digits, at most `digits` of
+    them), or None. `str.isdigit()` alone is true of '²', which int() refuses, and int() alone
+    takes '+1_0' and non-ASCII digits ('٣'), which no such program prints."""
+    if text is None or not 0 < len(text) <= digits or not (text.isascii() and text.isdigit()):
+        return None
+    return int(text)
+
+
+def _word(text: Optional[str], pattern: re.Pattern = _WORD) -> Optional[str]:
+    return text if text is not None and pattern.fullmatch(text) else None
+
+
 def read(host: Host, name: str) -> NetDevice:
     name = checked_name(name)
     base = f"/sys/class/net/{name}"
-    ifindex = host.read_attr(f"{base}/ifindex")
-    if ifindex is None or not ifindex.isdigit():
+    ifindex = decimal(host.read_attr(f"{base}/ifindex"))
+    if ifindex is None:
         raise NoSuchInterface(f"interface {name}: no such interface")
     driver_link = host.realpath(f"{base}/device/driver")
+    driver = os.path.basename(driver_link) if driver_link and host.exists(f"{base}/device/driver") \
+        else None
+    arp_type = decimal(host.read_attr(f"{base}/type"), 5)
     return NetDevice(
         name=name,
-        ifindex=int(ifindex),
-        mac=(host.read_attr(f"{base}/address") or "").lower(),
-        type=int(host.read_attr(f"{base}/type") or ARPHRD_ETHER),
-        driver=os.path.basename(driver_link) if driver_link and host.exists(f"{base}/device/driver")
-        else None,
+        ifindex=ifindex,
+        mac=_word((host.read_attr(f"{base}/address") or "").lower(), _MAC) or "",
+        type=ARPHRD_ETHER if arp_type is None else arp_type,
+        driver=_word(driver),
         backed=host.exists(f"{base}/device"),
         kind=_kind(host, base),
-        operstate=host.read_attr(f"{base}/operstate") or "unknown",
+        operstate=_word(host.read_attr(f"{base}/operstate")) or "unknown",
     )
 
 
 def _kind(host: Host, base: str) -> str:
-    for line in (host.read_attr(f"{base}/uevent") or "").splitlines():
+    for line in lines(host.read_attr(f"{base}/uevent") or ""):
         if line.startswith("DEVTYPE="):
-            return line[len("DEVTYPE="):]
+            return _word(line[len("DEVTYPE="):]) or ""
     for marker, kind in (("tun_flags", "tun"), ("bridge", "bridge"), ("bonding", "bond")):
         if host.exists(f"{base}/{marker}"):
             return kind

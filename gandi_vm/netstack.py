@@ -11,10 +11,10 @@ from __future__ import annotations
 import fnmatch
 import logging
 import time
-from typing import Callable, List, Optional, Tuple, TypeVar
+from typing import Callable, Iterator, List, Optional, Set, Tuple, TypeVar
 
 from gandi_vm import routing
-from gandi_vm.host import Host
+from gandi_vm.host import Host, lines
 from gandi_vm.lease import Lease, LeaseError, from_networkd, from_nmcli
 from gandi_vm.netdev import NetDevice
 
@@ -41,8 +41,8 @@ def running(host: Host) -> List[str]:
 # -- the distro's own configuration files --------------------------------------------------------
 def configured_in_files(host: Host, dev: NetDevice) -> Optional[str]:
     """The file that configures this interface for ifupdown or the RHEL network scripts."""
-    for path in _ifupdown_files(host, "/etc/network/interfaces", depth=0):
-        if _ifupdown_names(host, path, dev.name):
+    for path, text in _ifupdown_files(host, "/etc/network/interfaces", set(), depth=0):
+        if _ifupdown_names(text, dev.name):
             return path
     scripts = "/etc/sysconfig/network-scripts"
     for entry in host.listdir(scripts):
@@ -53,16 +53,23 @@ def configured_in_files(host: Host, dev: NetDevice) -> Optional[str]:
     return None
 
 
-def _ifupdown_files(host: Host, path: str, depth: int) -> List[str]:
-    """The interfaces file and what it sources (`source` globs, `source-directory`)."""
-    if depth > 5 or not host.exists(path):
-        return []
-    files = [path]
+def _ifupdown_files(host: Host, path: str, seen: Set[str],
+                    depth: int) -> Iterator[Tuple[str, str]]:
+    """(path, text) of the interfaces file and of what it sources (`source` globs,
+    `source-directory`), depth first as ifupdown reads them.
+
+    Each file is read once, however often it is sourced: a file sourcing itself eight times, or
+    two files sourcing each other, would otherwise be read eight to the power of the depth."""
+    real = host.realpath(path)
+    if depth > 5 or real is None or real in seen or not host.exists(real):
+        return
+    seen.add(real)
     try:
-        lines = host.read_text(path).splitlines()
+        text = host.read_text(real)
     except OSError:
-        return files
-    for line in lines:
+        return
+    yield path, text
+    for line in lines(text):
         words = line.split()
         if len(words) != 2 or words[0] not in ("source", "source-directory"):
             continue
@@ -75,16 +82,11 @@ def _ifupdown_files(host: Host, path: str, depth: int) -> List[str]:
             matches = [f"{target}/{e}" for e in host.listdir(target)
                        if all(c.isalnum() or c in "_-" for c in e)]
         for match in matches:
-            files += _ifupdown_files(host, match, depth + 1)
-    return files
+            yield from _ifupdown_files(host, match, seen, depth + 1)
 
 
-def _ifupdown_names(host: Host, path: str, name: str) -> bool:
-    try:
-        lines = host.read_text(path).splitlines()
-    except OSError:
-        return False
-    for line in lines:
+def _ifupdown_names(text: str, name: str) -> bool:
+    for line in lines(text):
         words = line.split("#", 1)[0].split()
         if not words:
             continue
@@ -97,10 +99,10 @@ def _ifupdown_names(host: Host, path: str, name: str) -> bool:
 
 def _ifcfg_matches(host: Host, path: str, dev: NetDevice) -> bool:
     try:
-        lines = host.read_text(path).splitlines()
+        text = host.read_text(path)
     except OSError:
         return False
-    for line in lines:
+    for line in lines(text):
         key, _, value = line.partition("=")
         value = value.strip().strip("'\"").lower()
         if (key.strip() == "DEVICE" and value == dev.name.lower()) or \
@@ -137,7 +139,7 @@ def networkd_verdict(host: Host, dev: NetDevice) -> str:
         setup = ""
         try:
             text = host.read_text(f"/run/systemd/netif/links/{dev.ifindex}")
-            setup = next((line.partition("=")[2] for line in text.splitlines()
+            setup = next((line.partition("=")[2] for line in lines(text)
                           if line.startswith("ADMIN_STATE=")), "")
         except OSError:
             result = host.run(["networkctl", "list", "--no-pager", "--no-legend", dev.name],
@@ -187,7 +189,7 @@ def nm_verdict(host: Host, dev: NetDevice) -> Tuple[str, str]:
     def query() -> Tuple[bool, Tuple[str, str]]:
         result = host.run(["nmcli", "-t", "-f", "GENERAL.STATE,GENERAL.CONNECTION", "device",
                            "show", dev.name], timeout=QUERY_TIMEOUT, changes=False)
-        fields = dict(line.split(":", 1) for line in result.stdout.splitlines() if ":" in line)
+        fields = dict(line.split(":", 1) for line in lines(result.stdout) if ":" in line)
         device_state = fields.get("GENERAL.STATE", "").partition(" ")[0]
         named = {"10": "unmanaged", "20": "unavailable"}.get(device_state, "managed")
         return device_state not in ("", "20"), (named, fields.get("GENERAL.CONNECTION", ""))
@@ -199,7 +201,7 @@ def nm_profile_file(host: Host, profile: str) -> str:
     """Where a profile is stored: under /etc for the owner's, under /run for in-memory ones."""
     result = host.run(["nmcli", "-t", "-f", "NAME,FILENAME", "connection", "show"],
                       timeout=QUERY_TIMEOUT, changes=False)
-    for line in result.stdout.splitlines():
+    for line in lines(result.stdout):
         # nmcli -t escapes ':' inside fields as '\:'
         fields = line.replace("\\:", "\0").split(":")
         if len(fields) == 2 and fields[0].replace("\0", ":") == profile:

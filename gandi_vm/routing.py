@@ -59,7 +59,8 @@ def _ip_json(host: Host, args: List[str]) -> List[Dict[str, object]]:
 def default_route_interface(host: Host) -> Optional[str]:
     """The interface of the main table's IPv4 default route with the lowest metric: the primary."""
     routes = _ip_json(host, ["-4", "route", "show", "default", "table", "main"])
-    routes.sort(key=lambda r: int(r.get("metric", 0) or 0))
+    # A metric that is not a number (no `ip` prints one) sorts last instead of raising.
+    routes.sort(key=lambda r: r.get("metric", 0) if isinstance(r.get("metric", 0), int) else 2 ** 32)
     return str(routes[0]["dev"]) if routes and routes[0].get("dev") else None
 
 

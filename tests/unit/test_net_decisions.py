@@ -13,6 +13,7 @@ from fakesys import add_nic
 
 from gandi_vm import config, cpu, dhcp, net, netdev, netstack, routing
 from gandi_vm.config import Settings
+from gandi_vm.host import Host
 from gandi_vm.netdev import NetDevice
 
 SETTINGS = Settings()
@@ -66,6 +67,38 @@ def test_read_the_kind_of_a_virtual_interface(host, fs, kind, shown):
 def test_read_a_missing_interface(host):
     with pytest.raises(netdev.NoSuchInterface, match="eth9: no such interface"):
         netdev.read(host, "eth9")
+
+
+# '²'.isdigit() is true and int('²') raises; int() takes '+3', '3_0' and '٣', which no kernel prints.
+OTHER_DIGITS = ["\u00b2", "\u0663", "3 4", "3_0", "1" * 11, "-3", "+3", ""]
+
+
+@pytest.mark.parametrize("value", OTHER_DIGITS)
+def test_read_an_ifindex_in_other_digits_is_no_interface(host, fs, value):
+    base = add_nic(fs, "eth1", 3, MAC)
+    fs.remove(f"{base}/ifindex")
+    fs.create_file(f"{base}/ifindex", contents=value)
+    with pytest.raises(netdev.NoSuchInterface, match="eth1: no such interface"):
+        netdev.read(host, "eth1")
+
+
+@pytest.mark.parametrize("value", OTHER_DIGITS)
+def test_read_a_type_in_other_digits_is_taken_as_absent(host, fs, value):
+    base = add_nic(fs, "eth1", 3, MAC)
+    fs.remove(f"{base}/type")
+    fs.create_file(f"{base}/type", contents=value)
+    assert netdev.read(host, "eth1").type == netdev.ARPHRD_ETHER
+
+
+def test_read_keeps_only_facts_shaped_as_the_kernel_shows_them(host, fs):
+    # These reach the record, `status` and (the MAC) a generated .network file.
+    base = add_nic(fs, "eth1", 3, MAC)
+    for attribute, value in (("address", f"{MAC}\n[Match]\nName=*"), ("operstate", "up\x1b[2J"),
+                             ("uevent", "DEVTYPE=vlan\x1b]0;x\x07\nINTERFACE=eth1\n")):
+        fs.remove(f"{base}/{attribute}")
+        fs.create_file(f"{base}/{attribute}", contents=value)
+    dev = netdev.read(host, "eth1")
+    assert (dev.mac, dev.operstate, dev.kind) == ("", "unknown", "")
 
 
 @pytest.mark.parametrize("name", ["", ".", "..", "../x", "a b", "eth1/..", "x" * 16, "eth:1",
@@ -165,6 +198,12 @@ def test_channels_unusable_output(output):
     assert net.channels(2, output) is None
 
 
+@pytest.mark.parametrize("value", OTHER_DIGITS)
+def test_channels_in_other_digits_are_unusable_output(value):
+    assert net.channels(2, ETHTOOL_L.replace("Combined:\t4", f"Combined:\t{value}")) is None
+    assert net.channels(2, ETHTOOL_L.replace("Combined:\t1", f"Combined:\t{value}")) is None
+
+
 @pytest.mark.parametrize("online, count", [("0", 1), ("0-3", 4), ("0-1,4", 3), ("0,2-3,6-7", 5)])
 def test_online_cpu_count(host, fs, online, count):
     fs.create_file("/sys/devices/system/cpu/online", contents=online + "\n")
@@ -236,6 +275,57 @@ def test_ifupdown_comments_and_other_names_do_not_match(host, fs):
 def test_ifupdown_sourcing_itself_terminates(host, fs):
     fs.create_file("/etc/network/interfaces", contents="source /etc/network/interfaces\n")
     assert netstack.configured_in_files(host, nic("eth1")) is None
+
+
+def counting_reads(host, limit: int):
+    """Count the files `host` reads; past `limit`, fail at once instead of hanging the suite."""
+    reads = []
+    read_text = host.read_text
+
+    def counted(path):
+        reads.append(path)
+        if len(reads) > limit:
+            raise AssertionError(f"more than {limit} file reads: {reads[-3:]}")
+        return read_text(path)
+
+    host.read_text = counted
+    return reads
+
+
+def test_ifupdown_sources_are_read_once_however_often_they_are_sourced(host, fs):
+    # Eight self-sourcing lines were 8**6 reads (a hung attach); a cycle between two files, a
+    # directory sourced twice and a glob matching the file itself add nothing either.
+    fs.create_file("/etc/network/interfaces", contents=(
+        "source /etc/network/interfaces\n" * 8 + "source interfaces.d/*\n"
+        "source-directory /etc/network/interfaces.d\nsource-directory interfaces.d\n"
+        "source /etc/network/*\nsource /etc/network/../network/interfaces\n"))
+    fs.create_file("/etc/network/interfaces.d/a", contents="source /etc/network/interfaces.d/b\n" * 8)
+    fs.create_file("/etc/network/interfaces.d/b", contents=(
+        "source /etc/network/interfaces.d/a\nsource /etc/network/interfaces\n" * 8))
+    fs.create_symlink("/etc/network/interfaces.d/c", "/etc/network/interfaces")
+    fs.create_file("/etc/network/interfaces.d/d", contents="iface eth1 inet dhcp\n")
+    reads = counting_reads(host, 50)
+    assert netstack.configured_in_files(host, nic("eth1")) == "/etc/network/interfaces.d/d"
+    assert sorted(reads) == ["/etc/network/interfaces", "/etc/network/interfaces.d/a",
+                             "/etc/network/interfaces.d/b", "/etc/network/interfaces.d/d"]
+    reads.clear()
+    assert netstack.configured_in_files(host, nic("eth2")) is None
+    # The same files, and the directory the glob `*` matched (an unreadable "file"), once each.
+    assert sorted(reads) == ["/etc/network/interfaces", "/etc/network/interfaces.d",
+                             "/etc/network/interfaces.d/a", "/etc/network/interfaces.d/b",
+                             "/etc/network/interfaces.d/d"]
+
+
+@pytest.mark.parametrize("line", ["source /etc/network/\0x", "source /etc/\0/*", "source \0",
+                                  "source-directory /etc/network/\0x", "source-directory \0"])
+def test_ifupdown_source_with_a_nul_byte_names_no_file(tmp_path, line):
+    # The real filesystem (pyfakefs accepts a NUL in a name): os.listdir, realpath and open
+    # raise ValueError for it, which used to end `iface attach` in a traceback.
+    (tmp_path / "etc/network").mkdir(parents=True)
+    (tmp_path / "etc/network/interfaces").write_text(f"{line}\nallow-hotplug eth1\n")
+    host = Host(str(tmp_path))
+    assert netstack.configured_in_files(host, nic("eth1")) == "/etc/network/interfaces"
+    assert netstack.configured_in_files(host, nic("eth2")) is None
 
 
 def test_rhel_ifcfg_by_device(host, fs):
