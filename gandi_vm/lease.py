@@ -1,9 +1,11 @@
 """What a DHCP server said, and what we configured for an interface: /run/gandi/iface/IFACE.yaml.
 
 Every value comes from the network and is hostile: addresses are parsed as addresses (a bad one
-rejects the lease), name servers and domains that do not parse are dropped with a warning, and the
-hostname is kept verbatim as data for the boot-time plugins, which validate it before any use. The
-file is written with yaml.safe_dump, so no value can become structure, let alone a command.
+rejects the lease), routers, name servers, the server identifier and domains that do not parse are
+dropped with a warning, and the hostname is kept as data for the boot-time plugins, which validate
+it before any use, only when it is printable ASCII. No accepted value holds a control character
+(they would reach resolv.conf, logs and terminals). The file is written with yaml.safe_dump, so no
+value can become structure, let alone a command.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Dict, List, Mapping, Optional, Tuple
 
-from gandi_vm.host import Host
+from gandi_vm.host import Host, lines
+from gandi_vm.netdev import decimal, is_name
 
 log = logging.getLogger("gandi")
 
@@ -55,44 +58,82 @@ class Lease:
         return data
 
 
+def parse_address(text: str) -> Optional[str]:
+    """An IPv4 or IPv6 address in its canonical form, or None. A scoped IPv6 address
+    (fe80::1%eth0) keeps its scope only when it is an interface name or index: `ipaddress` takes
+    any text after the '%', control characters included, and resolv.conf would get it verbatim."""
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    scope = getattr(address, "scope_id", None)
+    return str(address) if scope is None or is_name(scope) else None
+
+
+def _words(value: str) -> List[str]:
+    """The words of a list option. The clients join them with one space; splitting on any other
+    character (str.split() also splits on \\n, \\x1c, \\x85...) would accept the pieces of a value
+    hiding a line break."""
+    return [word for word in value.split(" ") if word]
+
+
 def _address(value: str, what: str) -> str:
     try:
-        return str(ipaddress.IPv4Address(value.strip()))
+        return str(ipaddress.IPv4Address(value.strip(" ")))
     except ValueError:
         raise LeaseError(f"{what} {value[:64]!r} is not an IPv4 address") from None
 
 
 def _prefixlen(cidr: str, mask: str) -> int:
+    bits = decimal(cidr, 2)
     try:
-        if cidr:
-            return ipaddress.IPv4Network(f"0.0.0.0/{int(cidr)}").prefixlen
-        return ipaddress.IPv4Network(f"0.0.0.0/{mask or '255.255.255.255'}").prefixlen
+        if bits is not None:
+            return ipaddress.IPv4Network(f"0.0.0.0/{bits}").prefixlen
+        if not cidr:
+            return ipaddress.IPv4Network(f"0.0.0.0/{mask or '255.255.255.255'}").prefixlen
     except ValueError:
-        raise LeaseError(f"subnet {(cidr or mask)[:64]!r} is not a netmask") from None
+        pass
+    raise LeaseError(f"subnet {(cidr or mask)[:64]!r} is not a netmask")
 
 
 def _addresses(value: str, what: str) -> Tuple[str, ...]:
     kept = []
-    for word in value.split():
-        try:
-            kept.append(str(ipaddress.ip_address(word)))
-        except ValueError:
+    for word in _words(value):
+        address = parse_address(word)
+        if address is None:
             log.warning("lease: %s %r is not an address, ignored", what, word[:64])
+        else:
+            kept.append(address)
     return tuple(kept)
 
 
-def _domains(value: str) -> Tuple[str, ...]:
+def _server(value: str) -> Optional[str]:
+    """The server identifier: an IPv4 address (option 54), or nothing."""
+    if not value:
+        return None
+    try:
+        return str(ipaddress.IPv4Address(value))
+    except ValueError:
+        log.warning("lease: server identifier %r is not an IPv4 address, ignored", value[:64])
+        return None
+
+
+def _domains(value: str, what: str) -> Tuple[str, ...]:
     kept = []
-    for word in value.split():
+    for word in _words(value):
         if len(word) <= 253 and _DOMAIN.fullmatch(word):
             kept.append(word.rstrip("."))
         else:
-            log.warning("lease: search domain %r is not a domain name, ignored", word[:64])
+            log.warning("lease: %s %r is not a domain name, ignored", what, word[:64])
     return tuple(kept)
 
 
-def _seconds(value: str) -> Optional[int]:
-    return int(value) if value.isascii() and value.isdigit() and len(value) < 11 else None
+def _text(value: str, what: str) -> str:
+    """Free text kept as data (the hostname): printable ASCII, or nothing."""
+    if value.isascii() and value.isprintable():
+        return value
+    log.warning("lease: %s %r has control or non-ASCII characters, ignored", what, value[:64])
+    return ""
 
 
 @dataclass(frozen=True)
@@ -118,18 +159,26 @@ _NETWORKD = _Names("ADDRESS", "", "NETMASK", "ROUTER", "DNS", "DOMAIN_SEARCH_LIS
 
 
 def _parse(values: Mapping[str, str], names: _Names) -> Lease:
-    get = lambda key: values.get(key, "")[:MAX_TEXT] if key else ""  # noqa: E731
+    def get(key: str) -> str:
+        # Longer than any server sends: dropped whole, since a list cut short could end in
+        # another address (10.0.0.12 cut to 10.0.0.1).
+        value = values.get(key, "") if key else ""
+        if len(value) > MAX_TEXT:
+            log.warning("lease: %s is longer than %d characters, ignored", key, MAX_TEXT)
+            return ""
+        return value
+
     gateways = _addresses(get(names.routers), "router")
     return Lease(
         address=_address(get(names.address), "address"),
         prefixlen=_prefixlen(get(names.cidr), get(names.mask)),
         gateway=next((g for g in gateways if ":" not in g), None),
         dns=_addresses(get(names.dns), "name server"),
-        search=_domains(get(names.search)),
-        domain=get(names.domain),
-        hostname=get(names.hostname),
-        lease_time=_seconds(get(names.lease_time)),
-        server=get(names.server) or None,
+        search=_domains(get(names.search), "search domain"),
+        domain=" ".join(_domains(get(names.domain), "domain")),
+        hostname=_text(get(names.hostname), "hostname"),
+        lease_time=decimal(get(names.lease_time)),
+        server=_server(get(names.server)),
     )
 
 
@@ -147,13 +196,13 @@ def from_udhcpc_env(env: Mapping[str, str]) -> Lease:
 
 def from_networkd(text: str) -> Lease:
     """systemd-networkd's lease file (/run/systemd/netif/leases/IFINDEX: KEY=VALUE lines)."""
-    return _parse(dict(line.split("=", 1) for line in text.splitlines() if "=" in line), _NETWORKD)
+    return _parse(dict(line.split("=", 1) for line in lines(text) if "=" in line), _NETWORKD)
 
 
 def from_nmcli(text: str) -> Lease:
     """`nmcli -t -f DHCP4 device show IFACE`: lines `DHCP4.OPTION[3]:ip_address = 10.0.3.15`."""
     options: Dict[str, str] = {}
-    for line in text.splitlines():
+    for line in lines(text):
         _, _, option = line.partition(":")
         key, sep, value = option.partition(" = ")
         if sep:

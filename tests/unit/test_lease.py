@@ -231,23 +231,25 @@ def test_lease_time_in_unicode_digits_is_dropped_not_raised():
     assert lease.from_env(env(new_dhcp_lease_time="\u00b2")).lease_time is None
 
 
-def test_over_long_text_is_cut_to_max_text():
-    parsed = lease.from_env(env(new_host_name="h" * 5000, new_domain_name="d" * 5000))
-    assert len(parsed.hostname) == lease.MAX_TEXT
-    assert len(parsed.domain) == lease.MAX_TEXT
+def test_over_long_text_is_dropped_whole_not_cut(caplog):
+    # A list cut at MAX_TEXT could end in another address: 10.0.0.12 cut to 10.0.0.1.
+    servers = " ".join(["10.0.0.12"] * 200)
+    with caplog.at_level(logging.WARNING, logger="gandi"):
+        parsed = lease.from_env(env(new_host_name="h" * 5000, new_domain_name="d" * 5000,
+                                    new_domain_name_servers=servers))
+    assert (parsed.hostname, parsed.domain, parsed.dns) == ("", "", ())
+    assert len(warnings(caplog)) == 3
+    assert all("longer than 1024 characters" in w for w in warnings(caplog))
 
 
-HOSTILE_HOSTNAMES = [
-    "$(reboot);rm -rf / #",
-    "h" * 300,
-    'evil\nstate: configured\naddress: "1.2.3.4/0" \'quoted\'',
-]
-
-
-@pytest.mark.parametrize("hostname", HOSTILE_HOSTNAMES, ids=["shell", "300-bytes", "newline-quotes"])
-def test_hostile_hostname_is_kept_verbatim_as_data(host, hostname):
-    parsed = lease.from_env(env(new_host_name=hostname, new_domain_name=hostname))
+def test_hostile_text_is_kept_as_data_only_when_printable_ascii(host, caplog):
+    hostname = "$(reboot);rm -rf / #"
+    with caplog.at_level(logging.WARNING, logger="gandi"):
+        parsed = lease.from_env(env(new_host_name=hostname, new_domain_name=hostname))
+    # The hostname plugin refuses this one; the lease keeps it as data for that refusal.
     assert parsed.hostname == hostname
+    assert parsed.domain == ""
+    assert "domain '$(reboot);rm' is not a domain name" in warnings(caplog)[0]
     record = {"interface": "eth1", "state": "configured", "address": parsed.cidr,
               "lease": parsed.as_dict()}
     lease.save(host, "eth1", record)
@@ -257,9 +259,83 @@ def test_hostile_hostname_is_kept_verbatim_as_data(host, hostname):
     assert stored == record
     assert list(stored) == ["interface", "state", "address", "lease"]
     assert stored["lease"]["hostname"] == hostname
-    assert stored["lease"]["domain"] == hostname
     assert lease.load(host, "eth1") == record
     assert host.commands == []
+
+
+HOSTILE_TEXT = [
+    'evil\nstate:configured\naddress:"1.2.3.4/0"',
+    "vm1\x1b]0;owned\x07",
+    "vm1\r",
+    "vm1\u2028x",
+    "vm\udcff1",  # an undecodable byte of the environment (surrogateescape)
+    "v\u00e9m",
+]
+
+
+@pytest.mark.parametrize("text", HOSTILE_TEXT,
+                         ids=["newline", "escape", "cr", "u2028", "surrogate", "non-ascii"])
+def test_text_with_control_or_non_ascii_characters_is_dropped(text, caplog):
+    with caplog.at_level(logging.WARNING, logger="gandi"):
+        parsed = lease.from_env(env(new_host_name=text, new_domain_name=text,
+                                    new_domain_search=f"ok.example {text}"))
+    assert (parsed.hostname, parsed.domain, parsed.search) == ("", "", ("ok.example",))
+    assert len(warnings(caplog)) == 3
+
+
+def test_domain_keeps_the_words_that_are_domain_names():
+    parsed = lease.from_env(env(new_domain_name="example.com. $(x) lan"))
+    assert parsed.domain == "example.com lan"
+
+
+@pytest.mark.parametrize("server", ["$(reboot)", "10.0.1.1; reboot", "2001:db8::1", "10.0.1",
+                                    "10.0.1.1\n"])
+def test_bad_server_identifier_is_dropped_with_a_warning(server, caplog):
+    with caplog.at_level(logging.WARNING, logger="gandi"):
+        parsed = lease.from_env(env(new_dhcp_server_identifier=server))
+    assert parsed.server is None
+    assert "server identifier" in warnings(caplog)[0]
+
+
+def test_bad_server_identifier_of_each_client_is_dropped():
+    assert lease.from_udhcpc_env({**UDHCPC_ENV, "serverid": "$(reboot)"}).server is None
+    assert lease.from_networkd(NETWORKD_LEASE.replace(
+        "SERVER_ADDRESS=10.0.2.2", "SERVER_ADDRESS=`id`")).server is None
+    assert lease.from_nmcli(NMCLI_DHCP4.replace("= 10.0.3.2\n", "= x\n", 1)).server is None
+
+
+@pytest.mark.parametrize("scope", ["\x1b]0;x\x07", "eth0/x", "a" * 16, "..", "eth0\n", "é"])
+def test_name_server_with_a_scope_that_is_no_interface_is_dropped(scope, caplog):
+    with caplog.at_level(logging.WARNING, logger="gandi"):
+        parsed = lease.from_env(env(new_domain_name_servers=f"10.0.1.53 fe80::1%{scope}"))
+    assert parsed.dns == ("10.0.1.53",)
+    assert "name server" in warnings(caplog)[0]
+
+
+def test_name_server_scoped_to_an_interface_is_kept():
+    parsed = lease.from_env(env(new_domain_name_servers="fe80::1%eth1 fe80::2%3"))
+    assert parsed.dns == ("fe80::1%eth1", "fe80::2%3")
+
+
+def test_list_options_split_on_spaces_only(caplog):
+    # A value hiding a line break is one bad word, not two good ones.
+    with caplog.at_level(logging.WARNING, logger="gandi"):
+        parsed = lease.from_env(env(new_domain_name_servers="10.0.1.53\n10.0.1.54",
+                                    new_routers="10.0.1.1\x1c10.0.1.2",
+                                    new_domain_search="a.example\x85b.example"))
+    assert (parsed.dns, parsed.gateway, parsed.search) == ((), None, ())
+
+
+@pytest.mark.parametrize("value", ["\u0662\u0664", " 24", "2_4", "\u00b2", "024"])
+def test_subnet_cidr_in_other_digits_rejects_the_lease(value):
+    with pytest.raises(LeaseError, match="netmask"):
+        lease.from_env(env(new_subnet_cidr=value))
+
+
+def test_lease_time_of_each_client_in_other_digits_is_dropped():
+    assert lease.from_udhcpc_env({**UDHCPC_ENV, "lease": "\u0666\u0660\u0660"}).lease_time is None
+    assert lease.from_networkd(NETWORKD_LEASE.replace(
+        "LIFETIME=86400", "LIFETIME=8_6400")).lease_time is None
 
 
 # -- the record -----------------------------------------------------------------------------------

@@ -407,6 +407,15 @@ def test_interface_configured_by_ifupdown_is_left(host, network, fs):
     assert "eth1" not in network.addresses
 
 
+@pytest.mark.parametrize("line", ["source /etc/network/\0x", "source-directory \0"])
+def test_a_nul_byte_in_an_ifupdown_source_line_still_gives_a_decision(host, network, fs, line):
+    # pyfakefs takes a NUL as any other character: the real filesystem's ValueError is
+    # tested in test_net_decisions.py; this is the decision attach makes around it.
+    fs.create_file("/etc/network/interfaces", contents=f"{line}\nallow-hotplug eth1\n")
+    outcome = net.attach(host, SETTINGS, "eth1")
+    assert (outcome.state, outcome.reason) == ("left", "configured in /etc/network/interfaces")
+
+
 def test_virtual_interface_is_skipped_and_nothing_runs(host, network, fs):
     add_nic(fs, "docker0", 4, "02:42:00:00:00:01", backed=False, kind="bridge")
     outcome = net.attach(host, SETTINGS, "docker0")
@@ -747,10 +756,15 @@ def test_event_for_an_interface_we_did_not_attach_is_ignored(host, network):
 
 
 def test_hostile_hostname_never_reaches_a_command(host, attached):
-    hostname = "$(reboot);rm -rf / #\n' \""
+    hostname = "$(reboot);rm -rf / #' \""
     assert net.lease_event(host, None, event("RENEW", host_name=hostname)) == 0
     assert not any(hostname in arg or "reboot" in arg for argv in host.commands for arg in argv)
-    assert record()["lease"]["hostname"] == hostname
+    assert record()["lease"]["hostname"] == hostname  # data for the plugin, which refuses it
+
+
+def test_hostname_with_a_control_character_is_not_recorded(host, attached):
+    assert net.lease_event(host, None, event("RENEW", host_name="vm1\n\x1b[2J")) == 0
+    assert record()["lease"]["hostname"] == ""
 
 
 # -- routing -------------------------------------------------------------------------------------
