@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import TYPE_CHECKING, List, Optional, Tuple
+from typing import TYPE_CHECKING, Optional, Tuple
+
+from gandi_vm.host import lines
 
 if TYPE_CHECKING:
     from gandi_vm.plugins import Context, Outcome
@@ -21,7 +23,9 @@ _NEW_HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
 
 
 def valid(name: str) -> Optional[str]:
-    """The RFC 1123 host name, lowercased (one trailing dot dropped), or None."""
+    """The RFC 1123 host name, lowercased (one trailing dot dropped), or None: labels of 1 to 63
+    letters, digits and '-' (not first, not last), 253 bytes in all, and a last label that is not
+    all digits (RFC 1123 2.1), so that an address such as 10.0.0.5 never passes for a name."""
     if not isinstance(name, str) or not name.isascii():
         return None
     name = name.lower()
@@ -29,7 +33,10 @@ def valid(name: str) -> Optional[str]:
         name = name[:-1]
     if not name or len(name) > 253:
         return None
-    return name if all(_LABEL.fullmatch(label) for label in name.split(".")) else None
+    labels = name.split(".")
+    if labels[-1].isdigit() or not all(_LABEL.fullmatch(label) for label in labels):
+        return None
+    return name
 
 
 def _from_cmdline(ctx: Context) -> Optional[str]:
@@ -61,7 +68,11 @@ def apply(ctx: Context) -> Outcome:
                           "RFC 1123 host name; nothing changed")
     if "." not in name:
         name = _with_domain(ctx, name)
-    short = name.split(".")[0]
+    # /etc/hostname holds the first label alone, which must be a host name by itself too.
+    short = valid(name.split(".")[0])
+    if short is None:
+        return ctx.refuse(f"CONFIG_HOSTNAME: hostname {name[:64]!r} from {source}: its first "
+                          "label is all digits, not a host name by itself; nothing changed")
 
     ctx.write("/etc/hostname", short + "\n")
     _write_hosts(ctx, name, short)
@@ -87,15 +98,15 @@ def hosts_text(text: str, name: str, short: str) -> str:
     """/etc/hosts with our 127.0.1.1 line in place of the first one there, or appended; every
     other line, comment and blank kept as it was."""
     ours = f"{HOSTS_ADDRESS}\t{name} {short}" if name != short else f"{HOSTS_ADDRESS}\t{short}"
-    lines: List[str] = text.splitlines()
-    for index, line in enumerate(lines):
+    rows = lines(text)
+    for index, line in enumerate(rows):
         words = line.split()
         if words and words[0] == HOSTS_ADDRESS:
-            lines[index] = ours
+            rows[index] = ours
             break
     else:
-        lines.append(ours)
-    return "\n".join(lines) + "\n"
+        rows.append(ours)
+    return "\n".join(rows) + "\n"
 
 
 def _write_hosts(ctx: Context, name: str, short: str) -> None:

@@ -166,6 +166,36 @@ def test_valid_names_at_the_limits():
     assert hostname.valid(".".join(["a" * 63] * 3) + "." + "b" * 62) is None  # 254 bytes
 
 
+@pytest.mark.parametrize("name", ["10.0.0.5", "10", "10.0.0.5.", "web1.123", "0x1.2", "1.1.1.1"])
+def test_an_address_or_an_all_numeric_last_label_is_no_host_name(name):
+    # RFC 1123 2.1: the highest-level label is never all digits, so no address passes for a name.
+    assert hostname.valid(name) is None
+
+
+@pytest.mark.parametrize("name", ["1web", "web1.com", "123.example.com", "a.b2", "3com.example"])
+def test_digits_elsewhere_are_allowed(name):
+    assert hostname.valid(name) == name
+
+
+def test_a_lease_hostname_that_is_an_address_is_refused(guest):
+    lease(hostname="10.0.0.5")
+    before = snapshot()
+    host = fake_host()
+    outcome = hostname.apply(context(host))
+    assert outcome.state == FAILED and "'10.0.0.5' from the DHCP lease" in outcome.detail
+    assert host.commands == [] and snapshot() == before
+
+
+@pytest.mark.parametrize("name, domain", [("123.example.com", ""), ("123", "example.com")])
+def test_a_name_whose_first_label_is_all_digits_never_reaches_etc_hostname(guest, name, domain):
+    lease(hostname=name, domain=domain)
+    before = snapshot()
+    host = fake_host()
+    outcome = hostname.apply(context(host))
+    assert outcome.state == FAILED
+    assert host.commands == [] and snapshot() == before
+
+
 def test_dry_run_prints_diffs_plans_the_command_and_changes_no_byte(guest):
     lease(hostname="web1", domain="example.net")
     before = snapshot()
