@@ -9,9 +9,9 @@ the link is made. Without /etc/sysctl.d, `sysctl -p` runs at boot, and only when
 from __future__ import annotations
 
 import logging
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
-from gandi_vm.host import Host
+from gandi_vm.host import Host, lines
 from gandi_vm.plugins import Context, Outcome
 
 ORDER = 70
@@ -41,7 +41,10 @@ def apply(ctx: Context) -> Outcome:
     if host.root != "/":
         return ctx.skip(f"no {DROPIN_DIR} under the root, and `sysctl -p` would only reach the running "
                         "kernel, not that root's")
-    differing = differences(host, parse(host.read_text(SHIPPED)))
+    values, problems = parse(host.read_text(SHIPPED))
+    for problem in problems:
+        log.warning("sysctl: %s %s; line skipped", SHIPPED, problem)
+    differing = differences(host, values)
     if not differing:
         return ctx.done()
     log.info("sysctl: %s differ from %s", ", ".join(differing), SHIPPED)
@@ -61,19 +64,34 @@ def _run_sysctl(ctx: Context, linked: bool) -> Outcome:
     return ctx.done()
 
 
-def parse(text: str) -> Dict[str, str]:
-    """sysctl.conf(5) `key = value` lines -> {key: value}; comments (# ;) and blank lines skipped.
+# What procps' sysctl strips around keys and values (C isspace), and never more: a key ending in
+# U+2028 is not the key without it.
+_SPACE = " \t\n\v\f\r"
 
-    A leading '-' (ignore a failure to set this key) is dropped from the key."""
+
+def parse(text: str) -> Tuple[Dict[str, str], List[str]]:
+    """sysctl.conf(5) `key = value` lines -> ({key: value}, ["line N: why" for each line refused]);
+    comments (# ;) and blank lines skipped, lines split on "\n" as sysctl reads them.
+
+    A leading '-' (ignore a failure to set this key) is dropped from the key. A key that names no
+    file under /proc/sys (a NUL or another control character, an empty, '.' or '..' component) is
+    refused, so that comparing values never reads outside /proc/sys nor logs a raw control byte."""
     values: Dict[str, str] = {}
-    for line in text.splitlines():
-        line = line.strip()
+    problems: List[str] = []
+    for number, line in enumerate(lines(text), 1):
+        line = line.strip(_SPACE)
         if not line or line[0] in "#;":
             continue
         key, sep, value = line.partition("=")
-        if sep:
-            values[key.strip().lstrip("-")] = value.strip()
-    return values
+        key = key.strip(_SPACE).lstrip("-")
+        if not sep:
+            problems.append(f"line {number}: no '=' in {line[:64]!r}")
+        elif not key.isprintable() or any(part in ("", ".", "..")
+                                          for part in proc_path(key)[len("/proc/sys/"):].split("/")):
+            problems.append(f"line {number}: {key[:64]!r} is not a sysctl key")
+        else:
+            values[key] = value.strip(_SPACE)
+    return values, problems
 
 
 def proc_path(key: str) -> str:

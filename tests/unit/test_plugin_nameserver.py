@@ -155,3 +155,23 @@ def test_dry_run_with_systemd_resolved_plans_the_reload(leased):
 def test_docstring_and_metadata():
     assert nameserver.ORDER == 30 and nameserver.FLAG == "CONFIG_NAMESERVER"
     assert nameserver.__doc__.splitlines()[0].startswith("Nameserver: ")
+
+
+# -- hostile input (issue 11) ----------------------------------------------------------------------
+def test_an_ipv6_zone_cannot_carry_a_line_into_resolv_conf(fs):
+    # ipaddress takes any text after '%' as the zone, newlines included.
+    lease(dns=["fe80::1%eth0\nnameserver 6.6.6.6", "fe80::2%eth0", "192.0.2.2"], search=[])
+    nameserver.apply(context(ok_host()))
+    assert read("/etc/resolv.conf").split("\n", 1)[1] == "nameserver fe80::2%eth0\nnameserver 192.0.2.2\n"
+
+
+@pytest.mark.parametrize("owner", [
+    "# was\x0coptions ndots:15",  # glibc reads one comment line; splitlines() made it an option
+    "sortlist 10.0.0.0\u2028nameserver 6.6.6.6",
+    "  nameserver 6.6.6.6",  # not a nameserver line for glibc (keyword not at the start)
+    "nameserver\v6.6.6.6",
+])
+def test_the_owners_lines_are_kept_as_glibc_reads_them(leased, owner):
+    put("/etc/resolv.conf", f"nameserver 10.0.0.1\n{owner}\n")
+    nameserver.apply(context(ok_host()))
+    assert read("/etc/resolv.conf") == OURS + owner + "\n"

@@ -155,10 +155,11 @@ def test_without_sysctl_d_under_root_it_is_a_skip(fs):
 
 
 def test_parse_and_proc_paths():
-    values = sysctl.parse("# c\n; c\n\nkernel.panic=10\n-net.ipv6.conf.all.x = 1 \nbad line\n"
-                          "net/ipv4/conf/eth0.100/arp_notify = 1\n")
+    values, problems = sysctl.parse("# c\n; c\n\nkernel.panic=10\n-net.ipv6.conf.all.x = 1 \nbad line\n"
+                                    "net/ipv4/conf/eth0.100/arp_notify = 1\n")
     assert values == {"kernel.panic": "10", "net.ipv6.conf.all.x": "1",
                       "net/ipv4/conf/eth0.100/arp_notify": "1"}
+    assert problems == ["line 6: no '=' in 'bad line'"]
     assert sysctl.proc_path("kernel.panic") == "/proc/sys/kernel/panic"
     assert sysctl.proc_path("net.ipv4.conf.eth0/100.arp_notify") == \
         "/proc/sys/net/ipv4/conf/eth0.100/arp_notify"
@@ -167,8 +168,8 @@ def test_parse_and_proc_paths():
 
 
 def test_shipped_file_is_small_and_every_setting_says_why():
-    values = sysctl.parse(SHIPPED_TEXT)
-    assert 3 <= len(values) <= 5
+    values, problems = sysctl.parse(SHIPPED_TEXT)
+    assert 3 <= len(values) <= 5 and problems == []
     lines = SHIPPED_TEXT.splitlines()
     for index, line in enumerate(lines):
         if line.strip() and not line.startswith("#"):
@@ -185,3 +186,33 @@ def test_dry_run_changes_no_byte(debian):
     assert host.commands == []
     assert f"would symlink {DROPIN} -> /etc/gandi/sysctl.conf" in plan.getvalue()
     assert "would run sysctl -q -p /etc/gandi/sysctl.conf" in plan.getvalue()
+
+
+# -- hostile input (issue 11) ----------------------------------------------------------------------
+@pytest.mark.parametrize("line, shown", [
+    ("net.ipv4.\0x = 1", r"'net.ipv4.\x00x'"),
+    ("kernel/../../../etc/shadow = x", "'kernel/../../../etc/shadow'"),  # never read outside /proc/sys
+    ("kernel..panic = 1", "'kernel..panic'"),
+    ("kernel.panic\u2028 = 1", r"'kernel.panic\u2028'"),
+    (" = 1", "''"),
+])
+def test_a_key_that_names_no_proc_sys_file_is_one_warning_naming_the_line(fs, caplog, line, shown):
+    fs.create_file("/etc/gandi/sysctl.conf", contents=f"# shipped\n{line}\nkernel.panic = 10\n")
+    fs.create_file("/etc/shadow", contents="x\n")
+    running_values(fs, kernel__panic="0\n")
+    host = answering(FakeHost())
+
+    outcome = apply(host)
+
+    assert outcome.state == CHANGED, outcome.detail  # kernel.panic differed: sysctl -p ran
+    assert host.commands == [APPLY]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [f"sysctl: /etc/gandi/sysctl.conf line 2: {shown} is not a sysctl key; line skipped"]
+    assert "\0" not in caplog.text and "\u2028" not in caplog.text
+
+
+def test_lines_are_split_as_sysctl_reads_them():
+    # "\r" and U+2028 do not end a line for sysctl: no key is hidden inside another line's value.
+    values, problems = sysctl.parse("kernel.a = 1\rkernel.b = 2\nkernel.c = 3\u2028kernel.d = 4\n")
+    assert values == {"kernel.a": "1\rkernel.b = 2", "kernel.c": "3\u2028kernel.d = 4"}
+    assert problems == []
