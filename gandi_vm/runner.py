@@ -104,7 +104,10 @@ def _run_local(host: Host, settings: Settings) -> List[Ran]:
 
 def _report(ran: Ran, host: Host) -> Ran:
     prefix = "(dry run) " if host.dry_run else ""
-    detail = f": {ran.outcome.detail}" if ran.outcome.detail else ""
+    # A detail may quote hostile data (a file's line, a command's output): one log line each,
+    # whatever it holds, so a control character is shown escaped, never acted on by a terminal.
+    detail = "".join(c if c.isprintable() else repr(c)[1:-1] for c in ran.outcome.detail)
+    detail = f": {detail}" if detail else ""
     log.log(logging.ERROR if ran.outcome.failed else logging.INFO, "%splugin %s: %s%s (%.0f ms)",
             prefix, ran.name, ran.outcome.state, detail, ran.seconds * 1000)
     return ran

@@ -14,7 +14,7 @@ import posixpath
 import re
 from typing import Callable, List, Optional
 
-from gandi_vm.host import Host
+from gandi_vm.host import Host, lines
 from gandi_vm.plugins import Context, Outcome
 
 ORDER = 10
@@ -37,7 +37,7 @@ def consoles(host: Host) -> List[str]:
     """The console names the kernel uses, checked, without duplicates, in the kernel's order."""
     names: List[str] = []
     try:
-        names = [line.split()[0] for line in host.read_text("/proc/consoles").splitlines() if line.split()]
+        names = [line.split()[0] for line in lines(host.read_text("/proc/consoles")) if line.split()]
     except OSError:
         pass
     if not names:
@@ -135,7 +135,7 @@ def _inittab(text: str, names: List[str]) -> str:
     """Append one getty line for each console that has none; every other line is kept."""
     ids = set()
     running = set()
-    for line in text.splitlines():
+    for line in lines(text):  # init reads lines up to "\n": a "\r" in a comment hides nothing
         fields = line.split(":", 3)
         if line.lstrip().startswith("#") or len(fields) < 4:
             continue
@@ -159,7 +159,8 @@ def _inittab(text: str, names: List[str]) -> str:
 
 
 def _securetty(text: str, names: List[str]) -> str:
-    listed = {line.strip() for line in text.splitlines()}
+    # pam_securetty compares each line, less its "\n", with the terminal's name: exactly.
+    listed = set(lines(text))
     missing = [name for name in names if name not in listed]
     if not missing:
         return text

@@ -13,6 +13,7 @@ import hashlib
 import re
 from typing import Optional, Tuple
 
+from gandi_vm.host import lines_keepends
 from gandi_vm.plugins import Context, Outcome
 
 ORDER = 90
@@ -43,7 +44,7 @@ def apply(ctx: Context) -> Outcome:
         text.encode("utf-8")
     except UnicodeEncodeError:
         return ctx.skip(f"{CRONTAB} is not UTF-8 text; left as it is")
-    lines = text.splitlines(keepends=True)
+    lines = lines_keepends(text)  # cron ends a line at "\n" only: a comment's "\r" hides no entry
     found = False
     for index, line in enumerate(lines):
         spread = _spread(line, machine_id)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from gandi_vm.host import lines
+
 if TYPE_CHECKING:
     from gandi_vm.plugins import Context, Outcome
 
@@ -37,7 +39,7 @@ def apply(ctx: Context) -> Outcome:
         text = ctx.host.read_text("/etc/motd")
     except FileNotFoundError:
         text = ""
-    if LINE in text.splitlines():
+    if LINE in lines(text):  # as pam_motd prints it: a "\r" or U+2028 does not end a line
         return ctx.done()
     if text and not text.endswith("\n"):
         text += "\n"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from typing import List
 
+from gandi_vm.host import lines, lines_keepends
 from gandi_vm.plugins import Context, Outcome
 
 ORDER = 80
@@ -53,11 +54,17 @@ def apply(ctx: Context) -> Outcome:
 
 
 def _ours(text: str) -> bool:
-    return any(line.split() == LINE.split() for line in text.splitlines())
+    return any(_is_ours(line) for line in lines(text))
 
 
 def _without_ours(text: str) -> List[str]:
-    return [line for line in text.splitlines(keepends=True) if line.split() != LINE.split()]
+    return [line for line in lines_keepends(text) if not _is_ours(line)]
+
+
+def _is_ours(line: str) -> bool:
+    """ldconfig splits lines on "\n" and words on blanks (space, tab) only: "hwcap\u20281" is
+    one word to it, not our directive."""
+    return [word for word in line.rstrip("\n").replace("\t", " ").split(" ") if word] == LINE.split()
 
 
 def _ldconfig(ctx: Context) -> Outcome:

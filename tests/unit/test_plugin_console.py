@@ -170,3 +170,16 @@ def test_a_securetty_that_is_not_utf8_is_left_alone(systemd, fs, caplog):
     with open("/etc/securetty", "rb") as f:
         assert f.read() == b"console\n# caf\xe9\n"
     assert "not UTF-8" in caplog.text
+
+
+# -- hostile input (issue 11) ----------------------------------------------------------------------
+def test_a_getty_line_inside_an_inittab_comment_is_not_a_getty():
+    # init reads lines up to "\n": after the vertical tab this is still the comment.
+    text = "# was:\x0bg0:2345:respawn:/sbin/getty -L ttyS0 115200 vt100\n"
+    assert console._inittab(text, ["ttyS0"]) == text + "g0:2345:respawn:/sbin/getty -L ttyS0 115200 vt100\n"
+
+
+@pytest.mark.parametrize("listed", ["ttyS0 ", "ttyS0\r", "# ttyS0\u2028ttyS0", " ttyS0"])
+def test_securetty_lists_a_console_only_as_pam_compares_it(listed):
+    # pam_securetty compares the whole line, less its "\n", with the terminal name.
+    assert console._securetty(f"{listed}\n", ["ttyS0"]) == f"{listed}\nttyS0\n"

@@ -160,3 +160,13 @@ def test_dry_run_changes_no_byte(debian):
     assert apply(host).state == CHANGED
     assert snapshot() == before
     assert "-25 6\t* * *\troot" in plan.getvalue()
+
+
+# -- hostile input (issue 11) ----------------------------------------------------------------------
+def test_a_run_parts_line_inside_a_comment_is_the_owners_comment(fs):
+    # cron ends a line at "\n" only: the text after the form feed is still the comment.
+    hidden = "# old:\x0c25 6\t* * *\troot\tcd / && run-parts --report /etc/cron.daily\n"
+    fs.create_file("/etc/crontab", contents=DEBIAN + hidden)
+    fs.create_file("/etc/machine-id", contents=MACHINE_A + "\n")
+    apply(FakeHost())
+    assert crontab() == expected(MACHINE_A) + hidden

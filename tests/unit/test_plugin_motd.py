@@ -82,3 +82,10 @@ def test_dry_run_prints_a_diff_and_changes_no_byte(fs):
 def test_docstring_and_metadata():
     assert motd.ORDER == 60 and motd.FLAG == "CONFIG_MOTD"
     assert motd.__doc__.splitlines()[0].startswith("Motd: ")
+
+
+def test_our_line_glued_to_another_by_u2028_is_not_ours(fs):
+    # pam_motd prints the file as it is: after U+2028 our text is part of the owner's line.
+    put("/etc/motd", f"Welcome.\u2028{motd.LINE}\n")
+    assert motd.apply(context(FakeHost())).state == CHANGED
+    assert read("/etc/motd") == f"Welcome.\u2028{motd.LINE}\n{motd.LINE}\n"

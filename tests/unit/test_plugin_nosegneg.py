@@ -131,3 +131,13 @@ def test_dry_run_changes_no_byte(fs):
     assert host.programs() == ["uname"]
     assert "+hwcap 1 nosegneg" in plan.getvalue()
     assert "would run ldconfig" in plan.getvalue()
+
+
+# -- hostile input (issue 11) ----------------------------------------------------------------------
+def test_an_owner_line_glued_by_u2028_is_neither_ours_nor_removed(fs):
+    """ldconfig reads lines up to "\\n" and words on blanks: this is one line of the owner's."""
+    host = guest(fs, machine="x86_64", xen="")
+    text = f"/opt/lib\u2028{nosegneg.LINE}\n"
+    fs.create_file(CONF, contents=text)
+    assert apply(host).state == UNCHANGED
+    assert read(CONF) == text

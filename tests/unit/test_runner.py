@@ -134,3 +134,18 @@ def test_cli_exit_status_and_list(fs, calls, monkeypatch, capsys):
         ["hostname", "20", "CONFIG_HOSTNAME", "enabled"], ["timezone", "40", "CONFIG_TIMEZONE", "enabled"],
         ["motd", "60", "CONFIG_MOTD", "enabled"]]
     assert lines[0].endswith("hostname: a fake plugin.")
+
+
+def test_a_detail_quoting_hostile_data_is_logged_on_one_line(fs, monkeypatch, caplog):
+    """A plugin's detail may quote a file's line or a command's output: a newline, "\\r" or escape
+    sequence in it must not start another log line nor reach a terminal raw."""
+    def quoting(ctx: Context) -> Outcome:
+        return ctx.fail("sshd said: bad\nplugin ssh: changed\r\x1b[2J\u2028\udcff")
+
+    monkeypatch.setattr(runner, "modules", lambda: [plugin("ssh", 50, "CONFIG_SSHD", quoting)])
+    with caplog.at_level(logging.INFO, logger="gandi"):
+        runner.apply(FakeHost(), SETTINGS, only="ssh")
+    [message] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("plugin ssh")]
+    assert message.startswith(r"plugin ssh: failed: sshd said: bad\nplugin ssh: changed\r\x1b[2J"
+                              r"\u2028\udcff (")
+    assert message.isprintable()
