@@ -115,7 +115,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
-    _setup_logging(getattr(args, "verbose", False))
+    verbose = getattr(args, "verbose", False)
+    _setup_logging(verbose)
 
     from gandi_vm import config
     from gandi_vm.blockdev import NoSuchDevice
@@ -125,9 +126,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.command == "iface" and args.action == "lease":
         _log_to_syslog()  # the DHCP client sends its script's stderr to /dev/null
 
-    host = Host(getattr(args, "root", "/"), dry_run=getattr(args, "dry_run", False))
-    settings = config.load(host, getattr(args, "config", None))
     try:
+        host = Host(getattr(args, "root", "/"), dry_run=getattr(args, "dry_run", False))
+        settings = config.load(host, getattr(args, "config", None))
         return _dispatch(args, host, settings)
     except (NoSuchDevice, NoSuchInterface) as e:
         log.error("%s", e)
@@ -137,6 +138,18 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as e:
+        # A bug, not the user's data: the unit's journal gets one line that says which command
+        # and what broke, not a traceback of which only the last line counts; -v keeps it all.
+        from gandi_vm import sysfs
+
+        command = " ".join(filter(None, (args.command, getattr(args, "action", None))))
+        log.error("%s: internal error: %s: %s", command, type(e).__name__, sysfs.quoted(str(e), 200))
+        if verbose:
+            import traceback
+
+            traceback.print_exc(file=sys.stderr)
+        return 1
 
 
 def _dispatch(args: argparse.Namespace, host, settings) -> int:

@@ -223,7 +223,8 @@ def parse(text: str, source: str) -> Settings:
             problem(lineno, f"expected KEY=VALUE, got {sysfs.quoted(line.strip())}; ignored")
             continue
         if key not in KEYS:
-            problem(lineno, f"unknown key {key}; ignored", logging.WARNING)
+            problem(lineno, f"unknown key {key[:40]}{'...' if len(key) > 40 else ''}; ignored",
+                    logging.WARNING)
             continue
         name, convert = KEYS[key]
         try:

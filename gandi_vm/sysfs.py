@@ -96,7 +96,7 @@ def read_cpu_list(host: "Host", path: str) -> Optional[List[int]]:
         return None
 
 
-def quoted(text: str) -> str:
+def quoted(text: str, limit: int = 40) -> str:
     """Hostile text for a one-line message: escaped (no newline, control character or undecodable
-    byte reaches the log as itself), and cut short."""
-    return repr(text if len(text) <= 40 else text[:40] + "...")
+    byte reaches the log as itself), and cut to `limit` characters."""
+    return repr(text if len(text) <= limit else text[:limit] + "...")

@@ -176,3 +176,31 @@ def test_status_text_is_a_table(vm, capsys):
     assert rest.splitlines()[0].startswith("CPUS ")
     assert [line.split()[0] for line in lines[1:]] == ["vda", "vda1", "vdb"]
     assert "1.0GiB" in lines[3]
+
+
+# -- the last resort -------------------------------------------------------------------------------
+def _broken(args, host, settings):
+    raise KeyError("no such\nkey")
+
+
+def test_a_bug_in_a_command_is_one_line_naming_it_and_exit_1(vm, capsys, monkeypatch):
+    monkeypatch.setattr(cli, "_dispatch", _broken)
+    assert cli.main(["--root", ROOT, "cpu", "online-all"]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "gandi: error: cpu online-all: internal error: KeyError: \"'no such\\\\nkey'\""]
+
+
+def test_verbose_keeps_the_traceback_of_a_bug(vm, capsys, monkeypatch):
+    monkeypatch.setattr(cli, "_dispatch", _broken)
+    assert cli.main(["--root", ROOT, "-v", "status"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("gandi: error: status: internal error: KeyError: ")
+    assert "Traceback (most recent call last):" in err and "in _broken" in err
+
+
+def test_a_bug_while_reading_the_configuration_is_caught_too(vm, fs, capsys, monkeypatch):
+    fs.create_file(f"{ROOT}/etc/default/gandi", contents="CONFIG_ALLOW_MOUNT=1\n")
+    monkeypatch.setattr("gandi_vm.config.parse", lambda text, source: 1 / 0)
+    assert cli.main(["--root", ROOT, "config", "list"]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "gandi: error: config list: internal error: ZeroDivisionError: 'division by zero'"]
