@@ -19,10 +19,16 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 QEMU = "qemu-system-x86_64"
 CMDLINE = "root=/dev/vda rw console=ttyS0 panic=-1 systemd.show_status=0 mitigations=off"
+# Seconds from QEMU's start to `systemctl is-system-running` = running for the test image under
+# TCG on an idle lab machine. Every wait below is written for such a machine; a guest that boots
+# slower (other guests running, a slower CPU) runs every later step slower alike, so its waits
+# stretch by the same factor, up to MAX_SLOWNESS (beyond that, waiting longer hides a real hang).
+IDLE_BOOT = 30.0
+MAX_SLOWNESS = 8.0
 
 
 class GuestError(RuntimeError):
@@ -220,6 +226,7 @@ class Guest:
         self.qemu_log = self.workdir / "qemu.log"
         self.process: Optional[subprocess.Popen] = None
         self.accel = "kvm" if kvm_usable(image / "vmlinuz") else "tcg"
+        self.slowness = 1.0  # measured by start(): how much slower than IDLE_BOOT this guest booted
         self._disks: Dict[str, str] = {}  # device id -> node name
         # The first NIC's user-mode network forwards this host port to the guest's FORWARDED_PORT,
         # so a test can reach the guest through that NIC (the agent goes through virtio-serial).
@@ -259,7 +266,8 @@ class Guest:
         self.stop()
 
     def start(self, timeout: float = 300) -> float:
-        """Boot; returns the seconds until the guest agent answered."""
+        """Boot; returns the seconds until the system was running (or degraded), and sets
+        `slowness` from them."""
         started = time.monotonic()
         # QEMU's own messages go to a file: an unread pipe could fill up and stall it.
         with open(self.qemu_log, "wb") as log:
@@ -280,7 +288,13 @@ class Guest:
         self.agent_seconds = time.monotonic() - started  # until the agent answered
         # Boot-time units (gandi-mount among them) finish before any scenario starts.
         self.state = self.run("systemctl is-system-running --wait", timeout=timeout).stdout.strip()
-        return time.monotonic() - started
+        booted = time.monotonic() - started
+        self.slowness = min(MAX_SLOWNESS, max(1.0, booted / IDLE_BOOT))
+        return booted
+
+    def scaled(self, seconds: float) -> float:
+        """A wait written for an idle machine, stretched by this guest's measured slowness."""
+        return seconds * self.slowness
 
     def run(self, script: str, timeout: float = 120) -> Run:
         """Run a shell snippet of the test's own (never data from a device) inside the guest."""
@@ -294,21 +308,35 @@ class Guest:
 
     def poll(self, script: str, timeout: float, since: Optional[float] = None) -> Optional[float]:
         """Run the snippet until it succeeds: the seconds from `since` (a time.monotonic(), by
-        default now), or None once `timeout` seconds have passed. One poll is one guest-agent
-        round trip (65-85 ms), which bounds the resolution of any figure measured this way."""
+        default now), or None once `timeout` seconds (on an idle machine: scaled()) have passed.
+        One poll is one guest-agent round trip (65-85 ms), which bounds the resolution of any
+        figure measured this way."""
         since = time.monotonic() if since is None else since
+        limit = self.scaled(timeout)
         while True:
             if self.run(script, timeout=30).returncode == 0:
                 return time.monotonic() - since
-            if time.monotonic() - since > timeout:
+            if time.monotonic() - since > limit:
                 return None
 
     def wait_until(self, script: str, timeout: float) -> float:
-        """Poll until the snippet succeeds; returns the seconds it took, raises after timeout."""
+        """Poll until the snippet succeeds; returns the seconds it took, raises after timeout
+        (scaled)."""
         took = self.poll(script, timeout)
         if took is None:
-            raise GuestError(f"still false after {timeout}s: {script}")
+            raise GuestError(f"still false after {self.scaled(timeout):.0f}s: {script}")
         return took
+
+    def unit_outcome(self, unit: str, timeout: float,
+                     since: Optional[float] = None) -> Tuple[str, str, Optional[float]]:
+        """Wait for a oneshot unit's own verdict (active or failed) rather than for its effect:
+        however long the host's load makes the unit take, its end is what tells. Returns its
+        ActiveState and Result, and the seconds from `since` to the verdict (None: still none
+        after `timeout`, scaled; the states are then the last seen)."""
+        show = f"systemctl show -p ActiveState -p Result {unit}"
+        took = self.poll(f"{show} | grep -qxE 'ActiveState=(active|failed)'", timeout, since)
+        shown = dict(line.split("=", 1) for line in self.check(show).splitlines() if "=" in line)
+        return shown.get("ActiveState", ""), shown.get("Result", ""), took
 
     # -- hotplug -----------------------------------------------------------------------------
     def add_disk(self, image: Path, device_id: str) -> None:
@@ -322,7 +350,7 @@ class Guest:
 
     def remove_disk(self, device_id: str, timeout: float = 60) -> None:
         self.qmp.execute("device_del", id=device_id)
-        self.qmp.wait_event("DEVICE_DELETED", timeout, device=device_id)
+        self.qmp.wait_event("DEVICE_DELETED", self.scaled(timeout), device=device_id)
         self.qmp.execute("blockdev-del", **{"node-name": self._disks.pop(device_id)})
 
     def resize_disk(self, device_id: str, size: int) -> None:
@@ -336,7 +364,7 @@ class Guest:
 
     def remove_nic(self, device_id: str, timeout: float = 60) -> None:
         self.qmp.execute("device_del", id=device_id)
-        self.qmp.wait_event("DEVICE_DELETED", timeout, device=device_id)
+        self.qmp.wait_event("DEVICE_DELETED", self.scaled(timeout), device=device_id)
         self.qmp.execute("netdev_del", id=f"netdev-{device_id}")
 
     def nic_name(self, mac: str, timeout: float = 30) -> str:
@@ -410,7 +438,8 @@ class Guest:
             return f"(journal unavailable: {e})"
 
     def shutdown(self, timeout: float = 120) -> float:
-        """Power off from inside and wait for QEMU to exit (-no-reboot); returns the seconds.
+        """Power off from inside and wait for QEMU to exit (-no-reboot; timeout scaled); returns
+        the seconds.
 
         Not qemu-ga's guest-shutdown: it runs `shutdown +0`, which needs D-Bus and logind, absent
         from this minimal guest. stop() is still needed afterwards to remove the working directory."""
@@ -420,9 +449,9 @@ class Guest:
         except (GuestError, OSError):
             pass  # the agent may be stopped before it reports the exit status
         try:
-            self.process.wait(timeout=timeout)
+            self.process.wait(timeout=self.scaled(timeout))
         except subprocess.TimeoutExpired:
-            raise GuestError(f"guest still running {timeout}s after guest-shutdown") from None
+            raise GuestError(f"guest still running {self.scaled(timeout):.0f}s after the poweroff") from None
         return time.monotonic() - started
 
     def stop(self) -> None:

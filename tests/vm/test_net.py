@@ -28,7 +28,7 @@ def default_route(guest: Guest) -> str:
 def reply_through_first_nic(guest: Guest) -> str:
     """Connect from the host to the guest through the first NIC (QEMU's port forward) and read a
     line the guest sends back: the reply must find its way out through that NIC."""
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + guest.scaled(20)
     while True:
         try:
             with socket.create_connection(("127.0.0.1", guest.forwarded_port), timeout=5) as s:
