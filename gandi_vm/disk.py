@@ -95,7 +95,7 @@ def fstab_claim(entries: Sequence[mounts.FstabEntry], dev_path: str, sig: Signat
     for entry in entries:
         kind, sep, value = entry.spec.partition("=")
         if sep and kind in keys:
-            wanted, have = value.strip('"').encode("utf-8", "surrogateescape"), keys[kind]
+            wanted, have = _tag_value(value), keys[kind]
             if kind.endswith("UUID"):  # hex digits in either case; labels are case-sensitive
                 wanted, have = wanted.lower(), have.lower()
             if have and wanted == have:
@@ -103,6 +103,16 @@ def fstab_claim(entries: Sequence[mounts.FstabEntry], dev_path: str, sig: Signat
         elif entry.spec.startswith("/dev/") and resolve(entry.spec) == dev_path:
             return entry
     return None
+
+
+def _tag_value(value: str) -> bytes:
+    """The bytes a fstab tag's value names, as libblkid's blkid_parse_tag_string reads it: a value
+    opening with a quote (" or ') ends at the last such quote (the label itself may hold quotes);
+    without one, it names nothing (b"", which no device matches)."""
+    if value[:1] in ('"', "'"):
+        end = value.rfind(value[0], 1)
+        value = value[1:end] if end > 0 else ""
+    return value.encode("utf-8", "surrogateescape")
 
 
 # -- facts -------------------------------------------------------------------------------------

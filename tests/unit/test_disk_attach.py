@@ -463,6 +463,9 @@ def test_a_non_ascii_label_stays_ours_from_attach_to_detach(vdb, label):
     ("LABEL=caf\\303\\251 /data ext4 defaults 0 2\n", True),  # the same bytes, escaped
     ('LABEL="caf\u00e9" /data ext4 defaults 0 2\n', True),
     ("LABEL=CAF\u00c9 /data ext4 defaults 0 2\n", False),  # labels are case-sensitive
+    ("LABEL='caf\u00e9' /data ext4 defaults 0 2\n", True),
+    ('LABEL="caf\u00e9 /data ext4 defaults 0 2\n', False),  # no closing quote: libblkid refuses
+    ('LABEL=caf\u00e9" /data ext4 defaults 0 2\n', False),  # not quoted: the quote is the label's
 ])
 def test_fstab_labels_are_compared_as_bytes(vdb, line, claimed):
     vdb.signatures["vdb"] = (0, blkid_udev("ext4", label="caf\u00e9"))
@@ -474,6 +477,13 @@ def test_fstab_labels_are_compared_as_bytes(vdb, line, claimed):
                                                    "listed in /etc/fstab line 3 (for /data)")
     else:
         assert outcome.mountpoint == "/srv/caf\u00e9"
+
+
+def test_a_label_holding_quotes_is_named_quoted(vdb):
+    vdb.signatures["vdb"] = (0, blkid_udev("ext4", label='\\x22a\\x22'))
+    with open("/etc/fstab", "a", encoding="utf-8") as f:
+        f.write("LABEL='\"a\"' /data ext4 defaults 0 2\n")
+    assert disk.attach(vdb, SETTINGS, "vdb").state == disk.SKIPPED
 
 
 def test_an_invalid_utf8_label_in_fstab_claims_the_same_bytes(vdb):
