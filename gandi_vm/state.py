@@ -13,16 +13,27 @@ from gandi_vm.host import Host
 
 STATE_DIR = "/run/gandi/disk"
 
-# Record fields: device, devno, size, fstype, label, mountpoint, state, reason.
 Record = Dict[str, object]
+# The fields a record holds and their types; older records may lack some (diskseq).
+_FIELDS = {"device": str, "devno": str, "diskseq": str, "size": int, "fstype": str, "label": str,
+           "mountpoint": (str, type(None)), "ours": bool, "state": str, "reason": str}
 
 
 def load(host: Host, name: str) -> Optional[Record]:
+    """The record, or None if there is none or it is not one we wrote (a truncated file, a hand
+    edit): detach acts on a record's mountpoint, so it must be an absolute path a file can have."""
     try:
         record = json.loads(host.read_text(f"{STATE_DIR}/{name}.json"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: absurdly nested JSON
         return None
-    return record if isinstance(record, dict) else None
+    if not isinstance(record, dict):
+        return None
+    if not all(isinstance(value, _FIELDS[key]) for key, value in record.items() if key in _FIELDS):
+        return None
+    mountpoint = record.get("mountpoint")
+    if isinstance(mountpoint, str) and (not mountpoint.startswith("/") or "\0" in mountpoint):
+        return None
+    return record
 
 
 def save(host: Host, name: str, record: Record) -> None:

@@ -310,3 +310,16 @@ def test_a_last_partition_that_is_not_ours_is_left_alone(host, fs):
 def test_resize_of_an_unknown_device(host):
     with pytest.raises(NoSuchDevice):
         disk.resize(host, SETTINGS, "vdz")
+
+
+@pytest.mark.parametrize("content", [
+    '{"device": "vdb", "ours": true, "mountpoint": "srv/data"}',  # not absolute
+    '{"device": "vdb", "ours": true, "mountpoint": "/srv/\\u0000"}',  # no file has that name
+    '{"device": "vdb", "ours": "yes", "mountpoint": ["/srv/data"]}',
+    "[" * 100000,  # nested past the parser's recursion limit
+])
+def test_a_record_we_did_not_write_is_no_record(host, fs, content):
+    fs.create_file(state_path("vdb"), contents=content)
+    assert disk.detach(host, SETTINGS, "vdb").state == disk.UNCHANGED
+    assert host.commands == []
+    assert not os.path.exists(state_path("vdb"))
