@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+import re
 import time
 from typing import Callable, Iterator, List, Optional, Set, Tuple, TypeVar
 
@@ -25,6 +26,7 @@ QUERY_TIMEOUT = 15
 SETTLE_SECONDS = 15  # how long a stack may take to give its verdict on a new interface
 NETWORKD_DIR = "/run/systemd/network"
 NM_PREFIX = "gandi-"
+_SETUP_STATE = re.compile(r"[a-z-]{1,32}")  # networkd's link setup states: configured, unmanaged...
 
 
 def running(host: Host) -> List[str]:
@@ -146,6 +148,8 @@ def networkd_verdict(host: Host, dev: NetDevice) -> str:
                               timeout=QUERY_TIMEOUT, changes=False)
             fields = result.stdout.split()
             setup = fields[4] if len(fields) >= 5 else ""
+        # The verdict is quoted in our reason and log line: a word of networkd's, or none.
+        setup = setup if _SETUP_STATE.fullmatch(setup) else ""
         return setup not in ("", "pending", "initialized"), setup or "no verdict"
 
     return _settle(query)
