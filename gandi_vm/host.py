@@ -156,7 +156,10 @@ class Host:
             return []
 
     def read_text(self, guest_path: str) -> str:
-        with open(self.path(guest_path), encoding="utf-8", errors="surrogateescape") as f:
+        """A file's text exactly as its bytes: undecodable bytes as surrogates, and no newline
+        translation (Python's default turns a lone \\r into \\n, a line break no reader sees)."""
+        with open(self.path(guest_path), encoding="utf-8", errors="surrogateescape",
+                  newline="") as f:
             return f.read()
 
     def read_attr(self, guest_path: str) -> Optional[str]:
@@ -232,7 +235,7 @@ class Host:
         real = self.path(guest_path)
         owner = None
         try:
-            with open(real, encoding="utf-8", errors="surrogateescape") as f:
+            with open(real, encoding="utf-8", errors="surrogateescape", newline="") as f:
                 if f.read() == text:
                     return False
                 st = os.fstat(f.fileno())
@@ -251,7 +254,7 @@ class Host:
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=".gandi-")
         try:
             # surrogateescape: the bytes read_text could not decode go back out unchanged
-            with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as f:
+            with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape", newline="") as f:
                 f.write(text)
                 f.flush()
                 os.fsync(f.fileno())

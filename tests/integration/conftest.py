@@ -8,8 +8,10 @@ veth pairs, dnsmasq and fake root. Both clean up in teardown, whether the test p
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -74,6 +76,22 @@ def host_unchanged(request: pytest.FixtureRequest) -> Iterator[None]:
     changes += [f"mount {target} gone" for target in sorted(set(mounts_before) - set(mounts_after))]
     pytest.fail(f"{request.module.__name__} changed the host: " + "; ".join(
         changes or ["the same mountpoints, mounted a different number of times"]))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def run_gandi_restored() -> Iterator[None]:
+    """The disk tests run the real program on this machine's loop devices, so it keeps its state
+    records and locks in the host's /run/gandi: take away, at the end, every file and directory
+    there that the session created (whatever existed before is the machine's own)."""
+    top = Path("/run/gandi")
+    before = set(top.rglob("*")) if top.exists() else None
+    yield
+    if before is None:
+        shutil.rmtree(top, ignore_errors=True)
+        return
+    for path in sorted(set(top.rglob("*")) - before, reverse=True):  # children before parents
+        with contextlib.suppress(OSError):
+            path.rmdir() if path.is_dir() and not path.is_symlink() else path.unlink()
 
 
 # -- session checks ------------------------------------------------------------------------------

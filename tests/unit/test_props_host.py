@@ -54,3 +54,15 @@ def test_guest_paths_stay_inside_the_root_or_fail_as_oserror(name):
             host.read_text(path)
         except OSError:
             pass
+
+
+@given(st.binary(max_size=200))
+def test_a_file_read_and_rewritten_keeps_every_byte(data):
+    """No newline translation (a lone \\r stays), undecodable bytes survive as surrogates."""
+    with tempfile.TemporaryDirectory() as root:
+        host = Host(root)
+        with open(os.path.join(root, "in"), "wb") as f:
+            f.write(data)
+        host.write_text("/out", host.read_text("/in"))
+        with open(os.path.join(root, "out"), "rb") as f:
+            assert f.read() == data
