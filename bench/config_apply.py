@@ -8,7 +8,7 @@ the next ones find everything in place, which is what every boot after the first
 times come from the runner's own log lines ("plugin NAME: STATE (N ms)"). Also compares the
 command's start-up (`config list`) with `python3 -c pass`. Prints figures; asserts nothing.
 
-    sudo bench/config_apply.py [--runs N]
+    bench/config_apply.py [--runs N]
 """
 
 from __future__ import annotations

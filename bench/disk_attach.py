@@ -289,7 +289,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     if os.geteuid() != 0:
-        print("disk_attach.py: needs root (loop devices, mount); run it with sudo", file=sys.stderr)
+        print("disk_attach.py: needs root (loop devices, mount): run it as root", file=sys.stderr)
         return 1
     missing = [t for t in TOOLS if shutil.which(t, path=ENV["PATH"]) is None]
     if missing or not os.access(args.python, os.X_OK):
