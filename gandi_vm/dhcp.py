@@ -12,9 +12,9 @@ import os
 import sys
 from typing import List, Optional
 
+from gandi_vm import sysfs
 from gandi_vm.host import Host
 from gandi_vm.lease import STATE_DIR
-from gandi_vm.netdev import decimal
 
 CLIENTS = ("dhclient", "dhcpcd", "udhcpc")  # in order of preference when several are installed
 _BIN_DIRS = ("/usr/sbin", "/sbin", "/usr/bin", "/bin")
@@ -104,12 +104,12 @@ def _terminate(host: Host, pidfile: str, client: str, name: str) -> None:
     """SIGTERM the pid in our pidfile, only if that process is still our client for `name`."""
     try:
         with open(pidfile, encoding="ascii", errors="replace") as f:
-            pid = decimal(f.read(32).strip(), 7)  # pid_max is at most 4194304
-        if not pid:  # kill(0) would signal our own process group
+            pid = sysfs.number(f.read(32).strip(), limit=4194305)  # pid_max's largest value
+        if pid == 0:  # kill(0) would signal our own process group
             return
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             argv = f.read().split(b"\0")
-    except OSError:
+    except (OSError, sysfs.Garbage):
         return
     if os.path.basename(argv[0]).decode(errors="replace") != client or name.encode() not in argv:
         return

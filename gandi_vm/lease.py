@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass
 from typing import Dict, List, Mapping, Optional, Tuple
 
 from gandi_vm.host import Host, lines
-from gandi_vm.netdev import decimal, is_name
+from gandi_vm import sysfs
+from gandi_vm.netdev import is_name
 
 log = logging.getLogger("gandi")
 
@@ -85,15 +86,20 @@ def _address(value: str, what: str) -> str:
 
 
 def _prefixlen(cidr: str, mask: str) -> int:
-    bits = decimal(cidr, 2)
     try:
-        if bits is not None:
-            return ipaddress.IPv4Network(f"0.0.0.0/{bits}").prefixlen
-        if not cidr:
-            return ipaddress.IPv4Network(f"0.0.0.0/{mask or '255.255.255.255'}").prefixlen
-    except ValueError:
-        pass
-    raise LeaseError(f"subnet {(cidr or mask)[:64]!r} is not a netmask")
+        if cidr:
+            return sysfs.number(cidr, limit=33)
+        return ipaddress.IPv4Network(f"0.0.0.0/{mask or '255.255.255.255'}").prefixlen
+    except ValueError:  # sysfs.Garbage is one
+        raise LeaseError(f"subnet {(cidr or mask)[:64]!r} is not a netmask") from None
+
+
+def _seconds(value: str) -> Optional[int]:
+    """The lease time: a 32-bit count of seconds (0xffffffff: infinite), or nothing."""
+    try:
+        return sysfs.number(value, limit=2 ** 32)
+    except sysfs.Garbage:
+        return None
 
 
 def _addresses(value: str, what: str) -> Tuple[str, ...]:
@@ -177,7 +183,7 @@ def _parse(values: Mapping[str, str], names: _Names) -> Lease:
         search=_domains(get(names.search), "search domain"),
         domain=" ".join(_domains(get(names.domain), "domain")),
         hostname=_text(get(names.hostname), "hostname"),
-        lease_time=decimal(get(names.lease_time)),
+        lease_time=_seconds(get(names.lease_time)),
         server=_server(get(names.server)),
     )
 

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
-from gandi_vm import cpu, dhcp, lease, netdev, netstack, routing
+from gandi_vm import cpu, dhcp, lease, netdev, netstack, routing, sysfs
 from gandi_vm.config import Settings
 from gandi_vm.hooks import run_hook
 from gandi_vm.host import Host, lines
@@ -84,12 +84,14 @@ def channels(online_cpus: int, ethtool_l: str) -> Optional[Tuple[int, int]]:
         elif line.startswith("Current hardware settings"):
             section = "current"
         elif line.strip().startswith("Combined:"):
-            value = netdev.decimal(line.split(":", 1)[1].strip(), 5)
-            if value is not None:
-                if section == "max":
-                    maximum = value
-                elif section == "current":
-                    current = value
+            try:
+                value = sysfs.number(line.split(":", 1)[1].strip(), limit=2 ** 16)
+            except sysfs.Garbage:
+                continue
+            if section == "max":
+                maximum = value
+            elif section == "current":
+                current = value
     if not maximum or maximum < 2 or current is None:
         return None
     return min(online_cpus, maximum), current

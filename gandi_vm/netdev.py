@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import List, Optional
 
+from gandi_vm import sysfs
 from gandi_vm.host import Host, lines
 
 ARPHRD_ETHER, ARPHRD_LOOPBACK = 1, 772
@@ -55,15 +56,6 @@ class NetDevice:
         return self.type == ARPHRD_LOOPBACK
 
 
-def decimal(text: Optional[str], digits: int = 10) -> Optional[int]:
-    """A number as the kernel and the DHCP clients print one (ASCII digits, at most `digits` of
-    them), or None. `str.isdigit()` alone is true of '²', which int() refuses, and int() alone
-    takes '+1_0' and non-ASCII digits ('٣'), which no such program prints."""
-    if text is None or not 0 < len(text) <= digits or not (text.isascii() and text.isdigit()):
-        return None
-    return int(text)
-
-
 def _word(text: Optional[str], pattern: re.Pattern = _WORD) -> Optional[str]:
     return text if text is not None and pattern.fullmatch(text) else None
 
@@ -71,13 +63,13 @@ def _word(text: Optional[str], pattern: re.Pattern = _WORD) -> Optional[str]:
 def read(host: Host, name: str) -> NetDevice:
     name = checked_name(name)
     base = f"/sys/class/net/{name}"
-    ifindex = decimal(host.read_attr(f"{base}/ifindex"))
+    ifindex = sysfs.read_number(host, f"{base}/ifindex", limit=2 ** 31)
     if ifindex is None:
         raise NoSuchInterface(f"interface {name}: no such interface")
     driver_link = host.realpath(f"{base}/device/driver")
     driver = os.path.basename(driver_link) if driver_link and host.exists(f"{base}/device/driver") \
         else None
-    arp_type = decimal(host.read_attr(f"{base}/type"), 5)
+    arp_type = sysfs.read_number(host, f"{base}/type", limit=2 ** 16)
     return NetDevice(
         name=name,
         ifindex=ifindex,

@@ -254,12 +254,6 @@ def test_netdev_read_of_any_sysfs_facts(attributes):
         assert text.isascii() and text.isprintable() and " " not in text
 
 
-@given(st.text(max_size=12))
-def test_decimal_is_ascii_digits_only(text):
-    number = netdev.decimal(text)
-    assert number is None or (text.isascii() and text.isdigit() and int(text) == number)
-
-
 ETHTOOL_LINE = st.one_of(
     st.sampled_from(["Pre-set maximums:", "Current hardware settings:", "Channel parameters"]),
     st.tuples(st.sampled_from(["Combined:", "RX:", " Combined:"]),
