@@ -210,7 +210,7 @@ def parse(text: str, source: str) -> Settings:
             problem(lineno, f"line longer than {MAX_LINE} characters; ignored")
             continue
         try:
-            words = shlex.split(line, comments=True, posix=True)
+            words = shlex.split(_without_comment(line), posix=True)
         except ValueError as e:
             problem(lineno, f"cannot parse line ({e}); ignored")
             continue
@@ -238,12 +238,32 @@ def parse(text: str, source: str) -> Settings:
     return replace(Settings(), source=source, problems=tuple(problems), **values)
 
 
+def _without_comment(line: str) -> str:
+    """The line without its comment, as the shell finds one: a `#` that starts a word, outside
+    quotes. (shlex's `comments=True` also cuts at a `#` inside a word: `KEY=a#b` would be `a`.)"""
+    quote = ""
+    escaped = False
+    for i, char in enumerate(line):
+        if escaped:
+            escaped = False
+        elif char == "\\" and quote != "'":
+            escaped = True
+        elif quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char == "#" and (i == 0 or line[i - 1] in " \t"):
+            return line[:i]
+    return line
+
+
 def load(host: Host, explicit: Optional[str] = None) -> Settings:
     """Read the explicit file (a path on the invoking system), else the first default file
     that exists under the host's root; defaults when there is none."""
     if explicit is not None:
         try:
-            with open(explicit, encoding="utf-8", errors="replace") as f:
+            # read as Host.read_text reads the default files: bytes kept, no newline translation
+            with open(explicit, encoding="utf-8", errors="surrogateescape", newline="") as f:
                 settings = parse(f.read(), explicit)
         except OSError as e:
             settings = _unreadable(explicit, e)

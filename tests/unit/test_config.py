@@ -142,6 +142,28 @@ def test_not_key_value_lines_are_reported():
     assert [m.split(": ", 1)[0] for m in errors(settings)] == [f"{SRC}:1", f"{SRC}:2", f"{SRC}:3"]
 
 
+@pytest.mark.parametrize("line, value", [
+    ("GANDI_HOOK_DIR=/h#x", "/h#x"),  # shlex's comments=True gave "/h"
+    ("GANDI_HOOK_DIR=/h #x", "/h"),
+    ("GANDI_HOOK_DIR='/h #x' # c", "/h #x"),
+    ('GANDI_HOOK_DIR="/h\\"#" #c', '/h"#'),
+    ("GANDI_HOOK_DIR=/h\\ #x", "/h "),
+])
+def test_a_comment_starts_where_the_shell_starts_one(line, value):
+    """Only a `#` that begins a word outside quotes starts a comment, as in sh."""
+    settings = config.parse(line + "\n", SRC)
+    assert (settings.problems, settings.hook_dir) == ((), value)
+
+
+def test_an_explicit_file_is_read_as_the_default_ones(tmp_path):
+    """No newline translation: a \\r is part of a line for the shell, not a line break."""
+    path = tmp_path / "gandi"
+    path.write_bytes(b"CONFIG_MOUNT_PARAMS=rw\rCONFIG_ALLOW_MOUNT=0\n")
+    settings = config.load(Host(str(tmp_path)), str(path))
+    assert settings.allow_mount is True
+    assert len(settings.problems) == 1
+
+
 def test_shell_syntax_is_never_executed(tmp_path):
     marker = tmp_path / "pwned"
     text = (
