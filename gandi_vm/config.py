@@ -55,6 +55,13 @@ class Settings:
     cron: bool = True
     fscheck: bool = True
     plugin_dir: str = "/etc/gandi/plugins.d"
+    # the platform's swap disk, its config drive, and first-boot provisioning
+    swap: bool = True
+    swap_device: str = ""  # "" = found as the platform marks it (gandiswap, label swap, names)
+    swap_priority: Optional[int] = None  # None = the kernel's default
+    provision: bool = True
+    provision_user: str = ""  # "" = root gets the OpenStack public keys
+    init_timeout: int = 600
     source: str = "(defaults)"
     # (logging level, "file:line: message") for each line that was not taken as written
     problems: Tuple[Tuple[int, str], ...] = field(default=(), compare=False)
@@ -160,6 +167,28 @@ def _seconds(value: str) -> int:
     return _bounded(value, 1, 86400, "of seconds ")
 
 
+def _swap_device(value: str) -> str:
+    """A kernel name (vdb, xvda2) or a /dev path (/dev/disk/by-label/swap); "" for automatic."""
+    if value and not (re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.:!-]{0,63}", value)
+                      or (value.startswith("/dev/") and _plain(value))):
+        raise ValueError("expected a kernel name such as vdb or a path under /dev")
+    return value
+
+
+def _swap_priority(value: str) -> Optional[int]:
+    return None if value == "" else _bounded(value, 0, 32767, "")
+
+
+# useradd's default NAME_REGEX on Debian, which other distros' rules also accept.
+_USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+
+
+def _user_name(value: str) -> str:
+    if value and not _USER.fullmatch(value):
+        raise ValueError("expected a user name such as admin (lower case, digits, _ and -)")
+    return value
+
+
 # key -> (Settings field, parser). Historic names are kept so existing files keep working.
 KEYS: Dict[str, Tuple[str, Callable[[str], object]]] = {
     "CONFIG_ALLOW_MOUNT": ("allow_mount", _boolean),
@@ -190,6 +219,12 @@ KEYS: Dict[str, Tuple[str, Callable[[str], object]]] = {
     "CONFIG_CRON": ("cron", _boolean),
     "CONFIG_FSCHECK": ("fscheck", _boolean),
     "GANDI_PLUGIN_DIR": ("plugin_dir", _directory),
+    "CONFIG_SWAP": ("swap", _boolean),
+    "CONFIG_SWAP_DEVICE": ("swap_device", _swap_device),
+    "CONFIG_SWAP_PRIORITY": ("swap_priority", _swap_priority),
+    "CONFIG_PROVISION": ("provision", _boolean),
+    "CONFIG_PROVISION_USER": ("provision_user", _user_name),
+    "CONFIG_INIT_TIMEOUT": ("init_timeout", _seconds),
 }
 
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
