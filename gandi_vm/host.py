@@ -169,9 +169,13 @@ class Host:
         except OSError:
             return None
 
-    def run(self, argv: Sequence[str], timeout: float, changes: bool = True) -> Result:
+    def run(self, argv: Sequence[str], timeout: float, changes: bool = True,
+            input: Optional[str] = None) -> Result:
         """Run a command without a shell. Commands that change the system are only planned in
-        dry-run; queries (changes=False) always run. Never raises for the command's failure."""
+        dry-run; queries (changes=False) always run. Never raises for the command's failure.
+
+        `input` is the command's standard input (else /dev/null): data that must not appear on a
+        command line, such as `chpasswd -e`'s password hashes. It is never logged nor planned."""
         argv = [str(a) for a in argv]
         if changes and self.dry_run:
             self._say("run " + command_line(argv))
@@ -180,7 +184,8 @@ class Host:
         try:
             done = subprocess.run(
                 argv,
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL if input is None else None,
+                input=input,
                 capture_output=True,
                 timeout=timeout,
                 env=_ENV,
