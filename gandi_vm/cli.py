@@ -108,7 +108,7 @@ def _parser() -> argparse.ArgumentParser:
     apply.add_argument("--only", metavar="NAME", help="run this plugin only, even if disabled")
 
     status = commands.add_parser("status", parents=[common],
-                                 help="disks, interfaces, vCPUs and memory: what gandi did and why")
+                                 help="disks, interfaces, swaps, vCPUs and memory: what gandi did and why")
     status.add_argument("--format", choices=("text", "yaml"), default="text")
     return parser
 
@@ -203,10 +203,10 @@ def _dispatch(args: argparse.Namespace, host, settings) -> int:
     if args.command == "status":
         from gandi_vm import status
 
-        from gandi_vm import cpu, memory, net
+        from gandi_vm import cpu, memory, net, swap
 
         print(status.render(disk.status(host, settings), net.status(host), args.format,
-                            cpu.status(host), memory.status(host)), end="")
+                            cpu.status(host), memory.status(host), swap.status(host)), end="")
         return 0
     raise AssertionError(args.command)
 

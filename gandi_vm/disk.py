@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from gandi_vm import blockdev, filesystems, labels, mounts, state
+from gandi_vm import blockdev, filesystems, labels, mounts, state, swap
 from gandi_vm.blockdev import BlockDevice, Signature
 from gandi_vm.config import Settings
 from gandi_vm.hooks import run_hook
@@ -23,6 +23,7 @@ log = logging.getLogger("gandi")
 # Mounts that make their disk the system disk; with active swap, found from the tables, not names.
 SYSTEM_MOUNTPOINTS = ("/", "/boot", "/boot/efi")
 MOUNT_TIMEOUT = 120
+CONFIG_DRIVE_LABEL = b"config-2"
 
 MOUNTED, SKIPPED, FAILED, UNMOUNTED, GROWN, UNCHANGED = (
     "mounted", "skipped", "failed", "unmounted", "grown", "unchanged")
@@ -66,6 +67,9 @@ def sysfs_skip(dev: BlockDevice, system: Dict[str, str]) -> Optional[str]:
 
 def signature_skip(sig: Signature) -> Optional[str]:
     """Why what is written on the device is not something to mount (we never mkfs)."""
+    if (sig.label or b"").lower() == CONFIG_DRIVE_LABEL:
+        # Read-only metadata for provisioning, mounted privately at boot, never under the root.
+        return "OpenStack config drive (label config-2): never mounted under the disk root"
     if sig.ambivalent:
         return "several signatures found (ambivalent probe), not guessing which one to mount"
     if sig.fstype == "swap":
@@ -177,6 +181,14 @@ def _attach(host: Host, settings: Settings, name: str) -> Tuple[Outcome, Optiona
         record.update(state=status, reason=reason, mountpoint=mountpoint)
         return Outcome(name, status, reason, mountpoint), record
 
+    def swapped(outcome: swap.Outcome):
+        # The platform's swap disk: swap.py decided and acted; it is never mounted.
+        record.update(fstype="swap" if outcome.state == swap.ON else record["fstype"])
+        return done(outcome.state, f"platform swap, {outcome.reason}")
+
+    handled = swap.handle(host, settings, dev)  # its marks that need no probe
+    if handled is not None:
+        return swapped(handled)
     if not settings.allow_mount:
         return done(SKIPPED, "CONFIG_ALLOW_MOUNT=0")
     table = mounts.mount_table(host)
@@ -197,6 +209,10 @@ def _attach(host: Host, settings: Settings, name: str) -> Tuple[Outcome, Optiona
     if sig.error:
         return done(FAILED, f"blkid failed: {sig.error}")
     record.update(fstype=sig.fstype, label=_display(sig.label))
+    if sig.fstype == "swap" and sig.label == swap.LABEL:
+        handled = swap.handle(host, settings, dev, sig)
+        if handled is not None:
+            return swapped(handled)
     reason = signature_skip(sig)
     if reason:
         return done(SKIPPED, reason)
@@ -299,6 +315,10 @@ def _start_replugged(host: Host, name: str, diskseq: str) -> None:
 
 def _detach(host: Host, settings: Settings, name: str,
             record: Optional[state.Record]) -> Outcome:
+    swapped = swap.detach(host, name)  # None unless we hold a swap record for it
+    if swapped is not None:
+        state.forget(host, name)
+        return Outcome(name, swapped.state, f"platform swap, {swapped.reason}")
     if not record or not record.get("ours"):
         state.forget(host, name)
         return Outcome(name, UNCHANGED, "nothing mounted by gandi")

@@ -162,6 +162,22 @@ class Host:
                   newline="") as f:
             return f.read()
 
+    def read_bytes(self, guest_path: str, size: int, offset: int = 0) -> bytes:
+        """Up to `size` bytes of a file or block device from `offset` (fewer at its end): what a
+        device holds (a blank check, an archive at a fixed offset) is read, never written.
+        Raises OSError like read_text."""
+        with open(self.path(guest_path), "rb", buffering=0) as f:
+            if offset:
+                f.seek(offset)
+            chunks = []
+            while size > 0:
+                chunk = f.read(size)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size -= len(chunk)
+            return b"".join(chunks)
+
     def read_attr(self, guest_path: str) -> Optional[str]:
         """A sysfs-style one-line attribute, or None if absent or unreadable."""
         try:

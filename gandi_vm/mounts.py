@@ -96,6 +96,53 @@ def active_swaps(host: Host) -> List[str]:
     return [unescape(row[0]) for row in rows if row]
 
 
+# The kernel's d_path() of an area whose device node (or file) was removed: the swap stays
+# listed, under its old path with this suffix, until someone swapoffs it.
+DELETED = " (deleted)"
+
+
+@dataclass(frozen=True)
+class SwapArea:
+    path: str  # as the kernel shows it, " (deleted)" removed
+    kind: str  # partition, file
+    size: Optional[int]  # bytes
+    used: Optional[int]  # bytes
+    priority: Optional[int]
+    deleted: bool  # the node is gone (the device was unplugged under the active swap)
+
+
+def swap_areas(host: Host) -> List[SwapArea]:
+    """/proc/swaps in full, for `swapoff` of a dead area and for `status`."""
+    try:
+        rows = [fields(line) for line in lines(host.read_text("/proc/swaps"))[1:]]
+    except OSError:
+        return []
+    areas = []
+    for row in rows:
+        if not row:
+            continue
+        path = unescape(row[0])
+        deleted = path.endswith(DELETED)
+        if deleted:
+            path = path[:-len(DELETED)]
+        numbers = [_integer(value) for value in row[2:5]] + [None] * 3
+        size, used, priority = numbers[:3]
+        areas.append(SwapArea(path, row[1] if len(row) > 1 else "", _kib(size), _kib(used),
+                              priority, deleted))
+    return areas
+
+
+def _integer(value: str) -> Optional[int]:
+    digits = value[1:] if value.startswith("-") else value
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 19:
+        return None
+    return int(value)
+
+
+def _kib(value: Optional[int]) -> Optional[int]:
+    return value * 1024 if value is not None and value >= 0 else None
+
+
 @dataclass(frozen=True)
 class FstabEntry:
     lineno: int

@@ -12,18 +12,23 @@ from typing import Dict, List, Optional
 from gandi_vm.host import Host
 
 STATE_DIR = "/run/gandi/disk"
+# The platform's swap devices we handled (swap.py): a separate directory, so that a disk record
+# and a swap record for one device never overwrite each other.
+SWAP_DIR = "/run/gandi/swap"
 
 Record = Dict[str, object]
 # The fields a record holds and their types; older records may lack some (diskseq).
 _FIELDS = {"device": str, "devno": str, "diskseq": str, "size": int, "fstype": str, "label": str,
-           "mountpoint": (str, type(None)), "ours": bool, "state": str, "reason": str}
+           "mountpoint": (str, type(None)), "ours": bool, "state": str, "reason": str,
+           # swap records
+           "kind": str, "priority": (int, type(None)), "formatted": bool, "whole_disk": str}
 
 
-def load(host: Host, name: str) -> Optional[Record]:
+def load(host: Host, name: str, directory: str = STATE_DIR) -> Optional[Record]:
     """The record, or None if there is none or it is not one we wrote (a truncated file, a hand
     edit): detach acts on a record's mountpoint, so it must be an absolute path a file can have."""
     try:
-        record = json.loads(host.read_text(f"{STATE_DIR}/{name}.json"))
+        record = json.loads(host.read_text(f"{directory}/{name}.json"))
     except (OSError, ValueError, RecursionError):  # RecursionError: absurdly nested JSON
         return None
     if not isinstance(record, dict):
@@ -36,14 +41,14 @@ def load(host: Host, name: str) -> Optional[Record]:
     return record
 
 
-def save(host: Host, name: str, record: Record) -> None:
+def save(host: Host, name: str, record: Record, directory: str = STATE_DIR) -> None:
     """Write the record; an unchanged record rewrites nothing (handlers run many times)."""
-    host.write_text(f"{STATE_DIR}/{name}.json", json.dumps(record, sort_keys=True, indent=1) + "\n")
+    host.write_text(f"{directory}/{name}.json", json.dumps(record, sort_keys=True, indent=1) + "\n")
 
 
-def forget(host: Host, name: str) -> None:
-    host.remove(f"{STATE_DIR}/{name}.json")
+def forget(host: Host, name: str, directory: str = STATE_DIR) -> None:
+    host.remove(f"{directory}/{name}.json")
 
 
-def recorded(host: Host) -> List[str]:
-    return [f[:-5] for f in host.listdir(STATE_DIR) if f.endswith(".json")]
+def recorded(host: Host, directory: str = STATE_DIR) -> List[str]:
+    return [f[:-5] for f in host.listdir(directory) if f.endswith(".json")]

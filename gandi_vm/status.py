@@ -1,10 +1,11 @@
-"""Render `gandi-vm status` (disks, then interfaces) as aligned tables or as YAML."""
+"""Render `gandi-vm status` (disks, interfaces, swaps) as aligned tables or as YAML."""
 
 from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence
 
 COLUMNS = ("device", "size", "fstype", "label", "mountpoint", "state", "reason")
+SWAP_COLUMNS = ("swap", "size", "used", "priority", "ours", "state", "reason")
 IFACE_COLUMNS = ("interface", "mac", "driver", "operstate", "addresses", "stack", "table", "state",
                  "reason")
 
@@ -22,13 +23,16 @@ def human_size(size: object) -> str:
 
 def render(disks: Sequence[Dict[str, object]], interfaces: Sequence[Dict[str, object]],
            fmt: str, cpus: Optional[Dict[str, object]] = None,
-           memory: Optional[Dict[str, object]] = None) -> str:
+           memory: Optional[Dict[str, object]] = None,
+           swaps: Optional[Sequence[Dict[str, object]]] = None) -> str:
     if fmt == "yaml":
         import yaml
 
-        return yaml.safe_dump({"disks": list(disks), "interfaces": list(interfaces),
-                               "cpus": cpus, "memory": memory},
-                              sort_keys=False, allow_unicode=False)
+        data = {"disks": list(disks), "interfaces": list(interfaces), "cpus": cpus,
+                "memory": memory}
+        if swaps is not None:
+            data["swaps"] = list(swaps)
+        return yaml.safe_dump(data, sort_keys=False, allow_unicode=False)
     disk_rows = [[human_size(row["size"]) if c == "size" else _cell(row.get(c)) for c in COLUMNS]
                  for row in disks]
     iface_rows = [[_cell(row.get(c)) for c in IFACE_COLUMNS] for row in interfaces]
@@ -40,6 +44,9 @@ def render(disks: Sequence[Dict[str, object]], interfaces: Sequence[Dict[str, ob
             if isinstance(lease, dict):
                 shown = ", ".join(f"{k} {_cell(v)}" for k, v in lease.items() if v)
                 text += f"lease {_cell(row['interface'])}: {shown}\n"
+    if swaps:
+        swap_rows = [[_swap_cell(c, row) for c in SWAP_COLUMNS] for row in swaps]
+        text += "\n" + _table(SWAP_COLUMNS, swap_rows)
     if cpus is not None:
         text += (f"\nCPUS    {cpus['present']} present, {cpus['online']} online, offline: "
                  f"{_cell(cpus['offline'])}\n")
@@ -47,6 +54,14 @@ def render(disks: Sequence[Dict[str, object]], interfaces: Sequence[Dict[str, ob
         text += (f"MEMORY  blocks of {human_size(memory['block_size'])}: {memory['online']} online "
                  f"({human_size(memory['online_bytes'])}), offline: {_cell(memory['offline'])}\n")
     return text
+
+
+def _swap_cell(column: str, row: Dict[str, object]) -> str:
+    if column in ("size", "used"):
+        return human_size(row.get(column))
+    if column == "ours":
+        return "yes" if row.get("ours") else "no"
+    return _cell(row.get("device" if column == "swap" else column))
 
 
 def _cell(value: object) -> str:
