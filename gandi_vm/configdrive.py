@@ -358,7 +358,7 @@ def _present(host: Host, where: str, members: List[Member], data: Callable[[Memb
     os.chmod(real, 0o700)
     fresh = host.guest(real) or ""
     try:
-        _extract(real, members, data)
+        _extract(real, members, data, strip=1)  # gandi/config -> /gandi/config
         modules = _modules(host, real)
         _write_record(host, {"dir": fresh, "sha256": digest})
         host.symlink(DRIVE_DIR, fresh.lstrip("/"))
@@ -438,7 +438,7 @@ def module_tarball_release(name: str) -> Optional[str]:
 def _modules(host: Host, real_drive: str) -> str:
     """Install the module tarball of the running kernel found in the extracted drive."""
     release = running_release(host)
-    directory = os.path.join(real_drive, "gandi")
+    directory = real_drive
     if release is None or os.path.islink(directory) or not os.path.isdir(directory):
         return ""
     wanted = [name for name in sorted(os.listdir(directory))
