@@ -279,6 +279,12 @@ def read_archive(host: Host, whole_disk: str) -> Result:
         tar = _open_tar(window)
         members = validate(tar, "gandi", host.path(STORE))
         end = tar.offset
+        # tarfile takes an invalid header after good members for the end of the archive: a
+        # half-written or overwritten archive must not pass for a shorter one.
+        window.seek(end)
+        if window.read(512) != bytes(512):
+            raise tarfile.ReadError(f"no end-of-archive marker at byte {end} (truncated or "
+                                    "overwritten)")
     except Refused as e:
         return _said(host, Result("refused", f"{where}: refused: {e}; nothing changed"), error=True)
     except (tarfile.TarError, EOFError, ValueError, OSError, UnicodeError) as e:
@@ -490,6 +496,8 @@ def install_modules(host: Host, release: str, data: bytes) -> str:
         plain = decompress(data)
         tar = _open_tar(io.BytesIO(plain))
         members = validate(tar, top, host.path("/"))
+        if plain[tar.offset:tar.offset + 512] != bytes(512):
+            raise tarfile.ReadError(f"no end-of-archive marker at byte {tar.offset}")
     except Refused as e:
         log.warning("%s: refused: %s; nothing installed", what, e)
         return f"{what} refused"
