@@ -3,8 +3,10 @@
 Built-in plugins (gandi_vm/plugins) run in ascending ORDER, each only when its flag is on; then
 the owner's executables in GANDI_PLUGIN_DIR (historic /etc/gandi/plugins.d layout: lexical order,
 executables only, package manager leftovers skipped), each with a timeout; then the hook
-post-vm-config. A failing plugin is reported in one line and the others still run; the exit
-status says whether any failed. Each plugin's duration is logged.
+post-vm-config. Before the plugins, first-boot work: the platform's swap disk and config drive
+(gandi_vm/swap.py) and the instance's provisioning (gandi_vm/provision.py), each reported like
+a plugin. A failing plugin is reported in one line and the others still run; the exit status
+says whether any failed. Each plugin's duration is logged.
 """
 
 from __future__ import annotations
@@ -65,12 +67,47 @@ def apply(host: Host, settings: Settings, only: Optional[str] = None,
         if not chosen:
             raise UnknownPlugin(f"no plugin named {only!r} (see `gandi-vm config list`)")
     host.show_diffs = True  # a dry run shows every file it would change as a unified diff
-    ran = [_run(host, settings, module, only is not None and not respect_flag) for module in chosen]
+    # First-boot work comes first, inside this process that boot starts anyway (no interpreter
+    # of its own): the platform's swap disk and config drive, then the instance's configuration
+    # and /gandi/init, so that the plugins after them see what they set.
+    ran = _first_boot(host, settings) if only is None else []
+    ran += [_run(host, settings, module, only is not None and not respect_flag) for module in chosen]
     if only is None:
         ran += _run_local(host, settings)
         if not host.dry_run:
             run_hook(host, settings.hook_dir, "post-vm-config", [])
     return ran
+
+
+def _first_boot(host: Host, settings: Settings) -> List[Ran]:
+    ran = []
+    try:
+        from gandi_vm import swap
+    except ImportError:  # the swap disk's module is not part of this build
+        swap = None  # type: ignore[assignment]
+    if swap is not None:
+        ran.append(_step(host, "swap", lambda: _swap_outcome(swap.setup(host, settings))))
+    from gandi_vm import provision
+
+    ran.append(_step(host, "provision", lambda: provision.run(host, settings)))
+    return ran
+
+
+def _swap_outcome(said: List[str]) -> Outcome:
+    """swap.setup logs its own lines and returns them (one per device): the step failed when
+    one says so."""
+    failed = [line for line in said if ": failed:" in line]
+    return Outcome(FAILED, "; ".join(failed)) if failed else Outcome("done", "; ".join(said))
+
+
+def _step(host: Host, name: str, action) -> Ran:
+    started = time.monotonic()
+    try:
+        outcome = action()
+    except Exception as e:  # like a plugin's: a bug here must not stop the plugins, nor the boot
+        log.debug("%s", name, exc_info=True)
+        outcome = Outcome(FAILED, f"internal error: {type(e).__name__}: {e}")
+    return _report(Ran(name, outcome, time.monotonic() - started), host)
 
 
 def _run(host: Host, settings: Settings, module: ModuleType, asked: bool) -> Ran:

@@ -55,10 +55,23 @@ def find(ctx: Context) -> Optional[Tuple[object, str]]:
 
 
 def apply(ctx: Context) -> Outcome:
+    from gandi_vm import provision
+
+    # The name the instance's own configuration set at its first boot (gandi/config, config-2)
+    # wins over the lease and the kernel command line, on every later boot too.
+    provisioned = provision.instance_set(ctx.host, "hostname")
+    if provisioned is not None:
+        return ctx.skip(f"hostname {provisioned[:64]!r} was set by the instance's configuration "
+                        f"({provision.RECORD}); left as it is")
     found = find(ctx)
     if found is None:
         return ctx.skip("no hostname from DHCP or the kernel command line")
     raw, source = found
+    return set_name(ctx, raw, source)
+
+
+def set_name(ctx: Context, raw: object, source: str) -> Outcome:
+    """Name the machine `raw` (validated here): /etc/hostname, /etc/hosts, the running name."""
     # Values from the network are hostile: they are validated before any use, and a bad one is
     # quoted (truncated) in the message, never passed on.
     text = raw if isinstance(raw, str) else str(raw)

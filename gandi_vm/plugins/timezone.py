@@ -15,11 +15,23 @@ ZONEINFO = "/usr/share/zoneinfo"
 
 
 def apply(ctx: Context) -> Outcome:
+    from gandi_vm import provision
+
+    # The zone the instance's own configuration set at its first boot wins over
+    # CONFIG_TIMEZONE_NAME's default, on every later boot too.
+    provisioned = provision.instance_set(ctx.host, "timezone")
+    if provisioned is not None:
+        return ctx.skip(f"timezone {provisioned[:64]!r} was set by the instance's configuration "
+                        f"({provision.RECORD}); left as it is")
+    return set_zone(ctx, ctx.settings.timezone_name, "CONFIG_TIMEZONE_NAME")
+
+
+def set_zone(ctx: Context, zone: str, key: str = "timezone") -> Outcome:
+    """Point /etc/localtime at `zone` (checked here) and write /etc/timezone."""
     if not ctx.host.is_dir(ZONEINFO):
         return ctx.skip(f"tzdata not installed (no {ZONEINFO}); /etc/localtime left as it is")
-    zone = ctx.settings.timezone_name
     if zone_file(ctx, zone) is None:
-        return ctx.refuse(f"CONFIG_TIMEZONE_NAME={zone[:64]!r}: no such zone under {ZONEINFO}")
+        return ctx.refuse(f"{key}={zone[:64]!r}: no such zone under {ZONEINFO}")
     target = f"{ZONEINFO}/{zone}"
     # Tools (timedatectl, Debian's tzdata) read the zone's name from the link itself, so the link
     # must name the zone as configured, not merely resolve to the same file (tzdata makes many zones

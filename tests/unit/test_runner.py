@@ -49,6 +49,8 @@ def calls(monkeypatch) -> List[str]:
     fakes = [plugin("motd", 60, "CONFIG_MOTD", writer), plugin("hostname", 20, "CONFIG_HOSTNAME", broken),
              plugin("timezone", 40, "CONFIG_TIMEZONE", disabled)]
     monkeypatch.setattr(runner, "modules", lambda: sorted(fakes, key=lambda m: m.ORDER))
+    # First-boot work (swap, provisioning) has its own tests below and in test_provision.py.
+    monkeypatch.setattr(runner, "_first_boot", lambda host, settings: [])
     return ran
 
 
