@@ -104,7 +104,8 @@ def test_dependencies_provides_obsoletes_conflicts(built_rpm: Path):
     assert set(lines(query(built_rpm, "--conflicts"))) == {"gandi-hosting-vm", "gandi-hosting-vm2"}
 
 
-BOOT_UNITS = "gandi-mount.service gandi-online-rules.service gandi-config.service"
+BOOT_UNITS = ("gandi-mount.service gandi-online-rules.service gandi-config.service "
+              "gandi-postboot.service")
 
 
 def test_scripts_enable_by_preset_and_reload(built_rpm: Path):

@@ -13,7 +13,9 @@ from gandi_vm import cli, config
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "udev" / "86-gandi.rules"
-UNITS = sorted((REPO / "systemd").glob("*.service"))
+POSTBOOT = REPO / "systemd" / "gandi-postboot.service"
+# Every unit runs gandi-vm, except the postboot one, which runs the platform's script itself.
+UNITS = sorted(u for u in (REPO / "systemd").glob("*.service") if u != POSTBOOT)
 
 
 def _unit(path: Path) -> configparser.ConfigParser:
@@ -73,3 +75,37 @@ def test_debian_changelog_names_the_version_the_source_defines():
     match = re.fullmatch(r"gandi-vm \(([^)]+)\) \S+; urgency=\S+", first)
     assert match, first
     assert match.group(1) == gandi_vm.__version__, "add a debian/changelog entry (dch -v VERSION)"
+
+
+def test_postboot_unit_starts_no_interpreter_and_runs_once_per_instance():
+    from gandi_vm import provision
+
+    unit = _unit(POSTBOOT)
+    # systemd evaluates the conditions itself: no process at all unless a first boot asked.
+    assert unit["Unit"]["ConditionPathExists"] == provision.POSTBOOT_MARKER
+    assert unit["Unit"]["ConditionFileIsExecutable"] == provision.INIT
+    assert set(unit["Unit"]["After"].split()) == {"network-online.target", "gandi-config.service"}
+    assert unit["Unit"]["Wants"] == "network-online.target"
+    service = unit["Service"]
+    # Executed directly: its own #! line, never an interpreter of ours.
+    assert shlex.split(service["ExecStart"]) == [provision.INIT, "--postboot"]
+    # The marker goes whatever the script's exit status: once per instance, even on failure.
+    assert shlex.split(service["ExecStopPost"]) == ["/bin/rm", "-f", provision.POSTBOOT_MARKER]
+    assert service["SyslogIdentifier"] == "gandi" and "TimeoutStartSec" in service
+    assert unit["Install"]["WantedBy"] == "multi-user.target"
+
+
+def test_config_unit_runs_first_boot_before_sshd_after_coldplug():
+    unit = _unit(REPO / "systemd" / "gandi-config.service")["Unit"]
+    text = (REPO / "systemd" / "gandi-config.service").read_text()
+    assert "systemd-udev-trigger.service" in re.findall(r"^After=(.*)$", text, re.M)[-1].split()
+    assert {"ssh.service", "sshd.service", "getty.target"} <= set(unit["Before"].split())
+    assert "systemd-udev-settle" not in text.replace("Not systemd-udev-settle", "")
+
+
+def test_postboot_unit_is_enabled_by_the_preset_and_the_rpm():
+    assert "enable gandi-postboot.service" in (REPO / "packaging/85-gandi-vm.preset").read_text()
+    spec = (REPO / "rpm/gandi-vm.spec").read_text()
+    for macro in ("%systemd_post", "%systemd_preun", "%systemd_postun"):
+        line = next(line for line in spec.splitlines() if line.startswith(macro + " "))
+        assert "gandi-postboot.service" in line.split()
