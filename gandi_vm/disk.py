@@ -209,7 +209,7 @@ def _attach(host: Host, settings: Settings, name: str) -> Tuple[Outcome, Optiona
     if sig.error:
         return done(FAILED, f"blkid failed: {sig.error}")
     record.update(fstype=sig.fstype, label=_display(sig.label))
-    if sig.fstype == "swap" and sig.label == swap.LABEL:
+    if swap.marked(sig):  # the label, or a gandiswap name only blkid shows
         handled = swap.handle(host, settings, dev, sig)
         if handled is not None:
             return swapped(handled)

@@ -167,6 +167,13 @@ def partname(host: Host, name: str, sig: Optional[Signature] = None) -> str:
     return ""
 
 
+def marked(sig: Signature) -> bool:
+    """What blkid shows of the platform's marks: a swap labelled `swap`, or a partition named
+    `gandiswap` that sysfs did not name (a partition added by partx carries no PARTNAME)."""
+    name = blockdev.decode_udev_string(sig.properties.get("ID_PART_ENTRY_NAME", ""))
+    return (sig.fstype == "swap" and sig.label == LABEL) or name == PARTNAME.encode()
+
+
 def gandiswap_present(host: Host) -> bool:
     return any(partname(host, name) == PARTNAME for name in host.listdir("/sys/class/block"))
 
@@ -317,7 +324,7 @@ def attach(host: Host, settings: Settings, dev: str) -> Optional[Outcome]:
         outcome = handle(host, settings, device)
         if outcome is None and _may_be_labelled(host, settings, device):
             sig = blockdev.probe(host, name)
-            if sig.fstype == "swap" and sig.label == LABEL:
+            if marked(sig):
                 outcome = handle(host, settings, device, sig)
     if outcome is not None:
         report(host, outcome)

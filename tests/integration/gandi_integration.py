@@ -27,6 +27,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 STATE_DIR = Path("/run/gandi/disk")
+SWAP_STATE_DIR = Path("/run/gandi/swap")
 CAP_SYS_RESOURCE = 24
 MiB = 1024 * 1024
 # The sbin directories hold every tool used here; pytest may run from a user PATH without them.
@@ -301,6 +302,7 @@ class Env:
         else:
             problems.append(f"still mounted: {stale}")
         for loop in reversed(self.loops):
+            swapoff_loop(loop, problems)
             if glob.glob(f"/sys/class/block/{loop}/{loop}p*"):
                 sh("partx", "-d", f"/dev/{loop}", check=False)
             done = sh("losetup", "-d", f"/dev/{loop}", check=False)
@@ -310,7 +312,25 @@ class Env:
         return problems
 
 
+def swapoff_loop(loop: str, problems: List[str]) -> None:
+    """Turn off the swap areas a test enabled on this loop device or its partitions."""
+    for path in swaps():
+        name = path[len("/dev/"):] if path.startswith("/dev/") else ""
+        if name == loop or name.startswith(loop + "p"):
+            done = sh("swapoff", path, check=False)
+            if done.returncode != 0:
+                problems.append(f"swapoff {path}: {done.stderr.decode().strip()}")
+
+
+def swaps() -> List[str]:
+    with open("/proc/swaps", encoding="utf-8") as f:
+        return [line.split()[0] for line in f.read().split("\n")[1:] if line.strip()]
+
+
 def forget_records(loop: str) -> None:
+    for path in [SWAP_STATE_DIR / f"{loop}.json", *SWAP_STATE_DIR.glob(f"{loop}p*.json")]:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
     for path in [STATE_DIR / f"{loop}.json", *STATE_DIR.glob(f"{loop}p*.json")]:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
