@@ -28,6 +28,10 @@ _ENV = {
 }
 
 
+# What a script run with `lingering` may print before the rest is not kept (it is logged).
+_LINGERING_OUTPUT = 1 << 20
+
+
 class InvalidPath(OSError):
     """A guest path no file can have (a NUL byte): callers treat it as any unreadable file."""
 
@@ -186,18 +190,24 @@ class Host:
             return None
 
     def run(self, argv: Sequence[str], timeout: float, changes: bool = True,
-            input: Optional[str] = None) -> Result:
+            input: Optional[str] = None, lingering: bool = False) -> Result:
         """Run a command without a shell. Commands that change the system are only planned in
         dry-run; queries (changes=False) always run. Never raises for the command's failure.
 
         `input` is the command's standard input (else /dev/null): data that must not appear on a
-        command line, such as `chpasswd -e`'s password hashes. It is never logged nor planned."""
+        command line, such as `chpasswd -e`'s password hashes. It is never logged nor planned.
+
+        `lingering`: the command may leave a background process holding its output (a platform
+        or user script starting a daemon). Its output is then collected through files, so the
+        wait ends when the command exits, not when the last holder of a pipe does."""
         argv = [str(a) for a in argv]
         if changes and self.dry_run:
             self._say("run " + command_line(argv))
             return Result(argv, 0)
         log.debug("running %s", command_line(argv))
         try:
+            if lingering:
+                return self._run_lingering(argv, timeout)
             done = subprocess.run(
                 argv,
                 stdin=subprocess.DEVNULL if input is None else None,
@@ -216,6 +226,18 @@ class Host:
         except ValueError:  # a NUL byte in an argument taken from hostile data
             return Result(argv, 127, stderr=f"{argv[0]}: an argument contains a NUL byte")
         return Result(argv, done.returncode, done.stdout, done.stderr)
+
+    def _run_lingering(self, argv: List[str], timeout: float) -> Result:
+        import tempfile
+
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            returncode = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                        timeout=timeout, env=_ENV, check=False).returncode
+            texts = []
+            for f in (out, err):
+                f.seek(0)
+                texts.append(f.read(_LINGERING_OUTPUT).decode("utf-8", "replace"))
+        return Result(argv, returncode, *texts)
 
     # -- actions -----------------------------------------------------------------------------
     def mkdir(self, guest_path: str, mode: int = 0o755) -> bool:

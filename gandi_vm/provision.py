@@ -795,7 +795,7 @@ def run_script(host: Host, settings: Any, path: str, key: str, applied: Applied,
     timeout = settings.init_timeout
     log.info("%sprovision: running %s (timeout %ds)", "(dry run) " if host.dry_run else "",
              path, timeout)
-    result = host.run([host.path(path)], timeout=timeout)
+    result = host.run([host.path(path)], timeout=timeout, lingering=True)
     for stream in (result.stdout, result.stderr):
         shown = lines(stream)
         for line in shown[:MAX_OUTPUT_LINES]:

@@ -271,12 +271,15 @@ class FakeHost(Host):
         self.mount_rc = 0
         self.umount_rc = 0
         self.handlers: Dict[str, Handler] = {}
+        self.lingering: List[List[str]] = []  # commands whose output may outlive them
 
-    def run(self, argv, timeout, changes=True):
+    def run(self, argv, timeout, changes=True, input=None, lingering=False):
         if changes and self.dry_run:
             return super().run(argv, timeout, changes)
         argv = [str(a) for a in argv]
         self.commands.append(argv)
+        if lingering:
+            self.lingering.append(argv)
         program = os.path.basename(argv[0])
         handler = self.handlers.get(argv[0]) or self.handlers.get(program)
         if handler is None:

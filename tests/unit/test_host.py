@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import time
 import stat
 
 from gandi_vm.host import Host
@@ -60,3 +61,15 @@ def test_queries_run_even_in_dry_run_and_failures_are_values(tmp_path):
     assert missing.returncode == 127 and "No such file" in missing.why()
     slow = host.run(["sleep", "5"], timeout=0.2, changes=False)
     assert slow.returncode == 124 and "timed out" in slow.why()
+
+
+def test_a_script_leaving_a_daemon_on_its_output_is_waited_for_only_until_it_exits(tmp_path):
+    """A platform script that starts a background process: with pipes, the wait lasted until the
+    timeout and the script was reported as timed out although it had exited 0."""
+    script = tmp_path / "init"
+    script.write_text("#!/bin/sh\necho started\nsleep 12 &\necho done >&2\n")
+    script.chmod(0o755)
+    start = time.monotonic()
+    result = Host(str(tmp_path)).run([str(script)], timeout=20, lingering=True)
+    assert time.monotonic() - start < 8
+    assert (result.returncode, result.stdout, result.stderr) == (0, "started\n", "done\n")
