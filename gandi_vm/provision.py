@@ -143,6 +143,9 @@ class User:
     password_hash: Optional[str] = field(default=None, repr=False)  # never shown
     keys: List[str] = field(default_factory=list)  # normalized one-line keys, each once
     sudo: bool = False
+    # CONFIG_PROVISION_USER on config-2: the only way in is its key, and root gets none, so it
+    # gets what cloud images give their default user, sudo without a password.
+    passwordless_sudo: bool = False
     groups: List[str] = field(default_factory=list)
     shell: Optional[str] = None
     create: bool = False  # not an account yet
@@ -232,6 +235,7 @@ def parse_openstack(data: bytes, facts: Facts, provision_user: str = "",
                                         f"account (uid {existing.uid}), keys not installed")
                 return request
             user.create = existing is None and name != "root"
+            user.passwordless_sudo = name != "root"
             paths = [f"public_keys[{json.dumps(key)[:40]}]" for key in found]
             user.keys = _keys(list(found.values()), paths, request)
             if user.keys or user.create:
@@ -437,7 +441,9 @@ def plan(request: Request, facts: Facts) -> List[str]:
             groups = user.groups + ([sudo_group] if user.sudo and sudo_group else [])
             if groups:
                 details.append("groups " + ",".join(groups))
-            if user.sudo and not sudo_group:
+            if user.passwordless_sudo:
+                details.append("sudo without a password through /etc/sudoers.d")
+            elif user.sudo and not sudo_group:
                 details.append("sudo through /etc/sudoers.d")
             shown = f" ({', '.join(details)})" if details else ""
             if user.create:
@@ -650,8 +656,10 @@ def _account(ctx: Any, user: User, facts: Facts, applied: Applied) -> None:
             if groups and not _run(ctx, applied, user.path, ["usermod", *chroot, "-a", "-G",
                                    ",".join(groups), "--", user.name]):
                 return
-        if user.sudo and not sudo_group:
-            _sudoers(ctx, user, applied)
+        if user.passwordless_sudo:
+            _sudoers(ctx, user, applied, "ALL=(ALL:ALL) NOPASSWD:ALL", "CONFIG_PROVISION_USER")
+        elif user.sudo and not sudo_group:
+            _sudoers(ctx, user, applied, "ALL=(ALL:ALL) ALL", f"{user.path}.sudo")
         if user.sudo and not user.password_hash:
             log.warning("provision: %s has sudo but no password_hash: sudo will ask for a "
                         "password it does not have", user.path)
@@ -677,16 +685,17 @@ def _run(ctx: Any, applied: Applied, path: str, argv: List[str]) -> bool:
     return result.ok
 
 
-def _sudoers(ctx: Any, user: User, applied: Applied) -> None:
-    """No sudo or wheel group: a drop-in, checked by visudo before it counts."""
+def _sudoers(ctx: Any, user: User, applied: Applied, rule: str, why: str) -> None:
+    """A sudoers drop-in (no sudo or wheel group, or sudo without a password), checked by visudo
+    before it counts."""
     host = ctx.host
     if not host.is_dir("/etc/sudoers.d"):
-        _skip(applied, f"{user.path}.sudo: no sudo or wheel group and no /etc/sudoers.d "
-                       "(is sudo installed?), not granted")
+        _skip(applied, f"{why}: no /etc/sudoers.d (is sudo installed?), sudo not granted to "
+                       f"{user.name}")
         return
     path = f"/etc/sudoers.d/90-gandi-{user.name}"
-    text = (f"# Written by gandi-vm from the instance's configuration ({user.path}.sudo).\n"
-            f"{user.name} ALL=(ALL:ALL) ALL\n")
+    text = (f"# Written by gandi-vm from the instance's configuration ({why}).\n"
+            f"{user.name} {rule}\n")
     if not ctx.write(path, text, mode=0o440):
         return
     if host.dry_run or not any(host.exists(f"{d}/visudo") for d in ("/usr/sbin", "/usr/bin", "/sbin")):
@@ -695,7 +704,7 @@ def _sudoers(ctx: Any, user: User, applied: Applied) -> None:
                       changes=False)
     if not result.ok:
         host.remove(path)
-        applied.failed.append(f"{user.path}.sudo: visudo rejects {path}: {result.why()}; removed")
+        applied.failed.append(f"{why}: visudo rejects {path}: {result.why()}; removed")
 
 
 def authorize(ctx: Any, name: str, keys: List[str]) -> Optional[str]:

@@ -474,10 +474,13 @@ def test_config2_found_by_blkid_public_keys_to_the_provision_user(guest, caplog)
     host = Config2Host({openstack.META_DATA: json.dumps(META), openstack.USER_DATA: "#cloud-config\n"})
     host.handlers["blkid"] = lambda argv: Result(argv, 0, "/dev/vdc\n") if "LABEL=config-2" in argv \
         else Result(argv, 2)
+    os.makedirs("/etc/sudoers.d")
     with caplog.at_level(logging.INFO, logger="gandi"):
         provision.run(host, replace(SETTINGS, provision_user="admin"))
     assert ["useradd", "-m", "--", "admin"] in host.commands
     assert read("/home/admin/.ssh/authorized_keys") == key(seed=9, comment="me") + "\n"
+    # root got no key: the provision user's key is the only way in, so it may become root
+    assert read("/etc/sudoers.d/90-gandi-admin").endswith("admin ALL=(ALL:ALL) NOPASSWD:ALL\n")
     assert "user_data ignored (cloud-config)" in caplog.text
 
 
