@@ -216,12 +216,22 @@ def _free_port() -> int:
 
 
 class Guest:
-    """One throwaway VM: root disk in snapshot mode, room to hot-plug disks, vCPUs and memory."""
+    """One throwaway VM: root disk in snapshot mode, room to hot-plug disks, vCPUs and memory.
 
-    def __init__(self, image: Path, boot_disks: Sequence[Path] = ()):
+    boot_disks are attached before boot (virtio, serial bootN: /dev/disk/by-id/virtio-bootN) and
+    written in place. With persistent=True the root disk is a qcow2 overlay of the image in the
+    guest's working directory instead of a snapshot, so that what the guest wrote survives
+    reboot() (a clean power-off, then a boot of the same disks); the image itself is never
+    written either way. kernel_args are appended to the kernel command line."""
+
+    def __init__(self, image: Path, boot_disks: Sequence[Path] = (), persistent: bool = False,
+                 kernel_args: str = ""):
         self.image = image
+        self.kernel_args = kernel_args  # appended to CMDLINE (boot-time tracing, for a bench)
         self.boot_disks = list(boot_disks)
+        self.persistent = persistent
         self.workdir = Path(tempfile.mkdtemp(prefix="gandi-vm-"))
+        self.boots = 0  # start() calls so far; each boot's console goes to its own file
         self.console = self.workdir / "console.log"
         self.qemu_log = self.workdir / "qemu.log"
         self.process: Optional[subprocess.Popen] = None
@@ -243,8 +253,8 @@ class Guest:
                 "-device", "virtio-serial", "-device",
                 "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0",
                 "-kernel", str(self.image / "vmlinuz"), "-initrd", str(self.image / "initrd.img"),
-                "-append", CMDLINE,
-                "-drive", f"file={self.image / 'rootfs.raw'},format=raw,if=none,id=root,snapshot=on",
+                "-append", f"{CMDLINE} {self.kernel_args}".strip(),
+                "-drive", self._root_drive(),
                 "-device", "virtio-blk-pci,drive=root",
                 "-netdev", f"user,id=net0,hostname={DHCP_HOSTNAME},"
                 f"hostfwd=tcp:127.0.0.1:{self.forwarded_port}-:{FORWARDED_PORT}",
@@ -253,6 +263,16 @@ class Guest:
             argv += ["-drive", f"file={disk},format=raw,if=none,id=boot{index}",
                      "-device", f"virtio-blk-pci,drive=boot{index},serial=boot{index}"]
         return argv
+
+    def _root_drive(self) -> str:
+        if not self.persistent:
+            return f"file={self.image / 'rootfs.raw'},format=raw,if=none,id=root,snapshot=on"
+        overlay = self.workdir / "root.qcow2"
+        if not overlay.exists():
+            subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
+                            str(self.image / "rootfs.raw"), str(overlay)],
+                           check=True, capture_output=True)
+        return f"file={overlay},format=qcow2,if=none,id=root"
 
     def __enter__(self) -> "Guest":
         try:
@@ -269,6 +289,14 @@ class Guest:
         """Boot; returns the seconds until the system was running (or degraded), and sets
         `slowness` from them."""
         started = time.monotonic()
+        self.boots += 1
+        if self.boots > 1:  # a reboot: the previous boot's console and sockets are done with
+            self.console = self.workdir / f"console-{self.boots}.log"
+            for channel in (self.qmp.channel, self.agent.channel):
+                channel.close()
+            for sock in ("qmp.sock", "qga.sock"):
+                (self.workdir / sock).unlink(missing_ok=True)
+            self._disks.clear()
         # QEMU's own messages go to a file: an unread pipe could fill up and stall it.
         with open(self.qemu_log, "wb") as log:
             self.process = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log,
@@ -291,6 +319,15 @@ class Guest:
         booted = time.monotonic() - started
         self.slowness = min(MAX_SLOWNESS, max(1.0, booted / IDLE_BOOT))
         return booted
+
+    def reboot(self, timeout: float = 300) -> float:
+        """A clean power-off from inside, then a boot of the same disks (the root overlay of a
+        persistent guest included; hot-plugged disks are gone); returns the new boot's seconds
+        to running, like start(), and measures the slowness again."""
+        if not self.persistent:
+            raise GuestError("reboot() of a guest whose root disk is a snapshot would lose it")
+        self.shutdown()
+        return self.start(timeout)
 
     def scaled(self, seconds: float) -> float:
         """A wait written for an idle machine, stretched by this guest's measured slowness."""
@@ -318,6 +355,34 @@ class Guest:
                 return time.monotonic() - since
             if time.monotonic() - since > limit:
                 return None
+
+    def read_file(self, path: str) -> bytes:
+        """A guest file's bytes (through base64: the agent's output is decoded as text)."""
+        return base64.b64decode(self.check(f"base64 -w0 -- '{path}'"))
+
+    def boot_id(self) -> str:
+        return self.check("cat /proc/sys/kernel/random/boot_id").strip()
+
+    def unit_seconds(self, unit: str) -> Optional[float]:
+        """How long a oneshot unit's main process ran this boot (ExecMainStart to ExecMainExit,
+        systemd's monotonic clock); None if it did not run, or has not ended."""
+        shown = self.check(f"systemctl show -p ExecMainStartTimestampMonotonic "
+                           f"-p ExecMainExitTimestampMonotonic {unit}")
+        times = dict(line.split("=", 1) for line in shown.splitlines() if "=" in line)
+        start = int(times.get("ExecMainStartTimestampMonotonic") or 0)
+        end = int(times.get("ExecMainExitTimestampMonotonic") or 0)
+        return (end - start) / 1e6 if start and end >= start else None
+
+    def boot_analysis(self) -> Dict[str, Any]:
+        """systemd's own account of this boot: `systemd-analyze time` (first line) and the
+        gandi-* lines of `systemd-analyze blame` ({unit: "1.234s"})."""
+        blame = self.run("systemd-analyze blame --no-pager | grep gandi-").stdout
+        units = {}
+        for line in blame.splitlines():
+            figure, _, unit = line.strip().rpartition(" ")
+            units[unit] = figure.strip()
+        return {"systemd_analyze_time": self.run("systemd-analyze time | head -n 1").stdout.strip(),
+                "units_blame": units}
 
     def wait_until(self, script: str, timeout: float) -> float:
         """Poll until the snippet succeeds; returns the seconds it took, raises after timeout

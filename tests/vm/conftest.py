@@ -33,7 +33,12 @@ def pytest_collection_modifyitems(config, items):
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
-    guest = getattr(item, "funcargs", {}).get("guest")
+    # The module's `guest`, or whichever Guest a test got under another name (a class-scoped
+    # one, so that two scenario groups never run two guests at once).
+    funcargs = getattr(item, "funcargs", {})
+    guest = funcargs.get("guest")
+    if not isinstance(guest, Guest):
+        guest = next((value for value in funcargs.values() if isinstance(value, Guest)), None)
     if report.failed and isinstance(guest, Guest):
         report.sections.append(("guest journal (gandi-*)", guest.journal()))
         report.sections.append(("guest serial console (tail)", guest.console_tail()))

@@ -1,0 +1,144 @@
+"""Disk images the hosting platform gives a VM, made on the host as plain files: no loop device,
+no mount (sfdisk, mkfs.vfat and mtools write into the file itself).
+
+- the historic platform archive: a tar with gandi/config (JSON) and gandi/init (executable),
+  stored 512 KiB into the WHOLE swap disk;
+- the swap disk: a GPT whose partition 1, named `gandiswap`, starts at 1 MiB (the archive lives
+  in the gap between the partition table and the partition), or a whole disk whose first
+  512 KiB are zero (blank: the guest formats it) with the archive after them;
+- an OpenStack config drive: a vfat filesystem labelled `config-2` holding
+  openstack/latest/meta_data.json and user_data (written with mtools: Debian package mtools).
+
+Used by tests/vm/test_provision.py and bench/boot_provision.py.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Union
+
+ARCHIVE_OFFSET = 512 * 1024  # where the platform writes its archive, from the disk's first byte
+PARTITION_START = 1024 * 1024  # the gandiswap partition starts after the archive area
+LINUX_SWAP_GUID = "0657FD6D-A4AB-43C4-84E5-0933C84B4F4F"
+ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
+TOOLS = {"sfdisk": "fdisk", "mkfs.vfat": "dosfstools", "mmd": "mtools", "mcopy": "mtools",
+         "blkid": "util-linux"}
+
+
+def missing_tools() -> List[str]:
+    """The host tools these builders need and lack, as "command (Debian package)"."""
+    return [f"{tool} (Debian package {package})" for tool, package in TOOLS.items()
+            if shutil.which(tool, path=ENV["PATH"]) is None]
+
+
+def _run(argv, **kwargs: Any) -> subprocess.CompletedProcess:
+    done = subprocess.run(list(argv), capture_output=True, text=True, env=ENV, check=False,
+                          **kwargs)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, argv))}: exit {done.returncode}\n"
+                           f"{done.stdout}{done.stderr}")
+    return done
+
+
+def platform_archive(config: Mapping[str, Any], init: Optional[str] = None) -> bytes:
+    """The historic archive: gandi/ (0700), gandi/config (JSON, 0600), gandi/init (0755 when
+    given), all owned by 0:0 as the platform writes them."""
+    buffer = io.BytesIO()
+
+    def member(name: str, mode: int, data: Optional[bytes] = None) -> None:
+        info = tarfile.TarInfo(name)
+        info.uid = info.gid = 0
+        info.uname = info.gname = "root"
+        info.mode = mode
+        info.mtime = 1700000000
+        if data is None:
+            info.type = tarfile.DIRTYPE
+            archive.addfile(info)
+        else:
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as archive:
+        member("gandi", 0o700)
+        member("gandi/config", 0o600, json.dumps(config, indent=2).encode() + b"\n")
+        if init is not None:
+            member("gandi/init", 0o755, init.encode())
+    data = buffer.getvalue()
+    if len(data) > PARTITION_START - ARCHIVE_OFFSET:
+        raise ValueError(f"archive of {len(data)} bytes does not fit before the partition")
+    return data
+
+
+def _write_at(path: Path, offset: int, data: bytes) -> None:
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def gandiswap_disk(path: Path, archive: Optional[bytes] = None, size_mb: int = 128) -> Path:
+    """A GPT disk whose partition 1 (from 1 MiB to the end, type Linux swap) is named gandiswap
+    and holds nothing yet; the archive (if any) 512 KiB into the whole disk."""
+    with open(path, "wb") as f:
+        f.truncate(size_mb * 1024 * 1024)
+    script = (f"label: gpt\n"
+              f"start={PARTITION_START // 512}, type={LINUX_SWAP_GUID}, name=gandiswap\n")
+    _run(["sfdisk", "--quiet", "--no-reread", "--no-tell-kernel", str(path)], input=script)
+    if archive is not None:
+        _write_at(path, ARCHIVE_OFFSET, archive)
+    return path
+
+
+def blank_disk(path: Path, archive: Optional[bytes] = None, size_mb: int = 128) -> Path:
+    """A whole disk with no partition table nor filesystem: its first 512 KiB are zero (blank,
+    as the platform hands out a fresh swap disk), the archive (if any) right after them."""
+    with open(path, "wb") as f:
+        f.truncate(size_mb * 1024 * 1024)
+    if archive is not None:
+        _write_at(path, ARCHIVE_OFFSET, archive)
+    return path
+
+
+def read_at(path: Path, offset: int, size: int) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read(size)
+
+
+def partition_label(path: Path) -> Dict[str, Any]:
+    """sfdisk's JSON view of the image's partition table."""
+    return json.loads(_run(["sfdisk", "--json", str(path)]).stdout)["partitiontable"]
+
+
+def config_drive(path: Path, meta_data: Mapping[str, Any],
+                 user_data: Optional[Union[str, bytes]] = None, label: str = "config-2",
+                 size_mb: int = 16) -> Path:
+    """An OpenStack config drive: vfat labelled config-2 with openstack/latest/meta_data.json and
+    user_data, filled with mtools (mmd, mcopy: no mount, and this host's kernel may lack vfat)."""
+    if path.exists():
+        path.unlink()
+    _run(["mkfs.vfat", "-C", "-n", label, str(path), str(size_mb * 1024)])
+    image = ["-i", str(path)]
+    _run(["mmd", *image, "::/openstack", "::/openstack/latest"])
+    with tempfile.TemporaryDirectory(prefix="gandi-config2-") as tmp:
+        meta = Path(tmp) / "meta_data.json"
+        meta.write_text(json.dumps(meta_data, indent=2) + "\n")
+        _run(["mcopy", *image, str(meta), "::/openstack/latest/meta_data.json"])
+        if user_data is not None:
+            data = Path(tmp) / "user_data"
+            data.write_bytes(user_data.encode() if isinstance(user_data, str) else user_data)
+            _run(["mcopy", *image, str(data), "::/openstack/latest/user_data"])
+    return path
+
+
+def filesystem_label(path: Path) -> str:
+    """What blkid reads as the image's label (the guest's libblkid reads it the same way)."""
+    return _run(["blkid", "-p", "-o", "value", "-s", "LABEL", str(path)]).stdout.strip()
