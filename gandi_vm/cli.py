@@ -201,12 +201,11 @@ def _dispatch(args: argparse.Namespace, host, settings) -> int:
         outcomes = disk.mount_all(host, settings)
         return 1 if any(o.failed for o in outcomes) else 0
     if args.command == "status":
-        from gandi_vm import status
-
-        from gandi_vm import cpu, memory, net, swap
+        from gandi_vm import cpu, memory, net, provision, status, swap
 
         print(status.render(disk.status(host, settings), net.status(host), args.format,
-                            cpu.status(host), memory.status(host), swap.status(host)), end="")
+                            cpu.status(host), memory.status(host), swap.status(host),
+                            provision.status(host)), end="")
         return 0
     raise AssertionError(args.command)
 

@@ -24,7 +24,8 @@ def human_size(size: object) -> str:
 def render(disks: Sequence[Dict[str, object]], interfaces: Sequence[Dict[str, object]],
            fmt: str, cpus: Optional[Dict[str, object]] = None,
            memory: Optional[Dict[str, object]] = None,
-           swaps: Optional[Sequence[Dict[str, object]]] = None) -> str:
+           swaps: Optional[Sequence[Dict[str, object]]] = None,
+           instance: Optional[Dict[str, object]] = None) -> str:
     if fmt == "yaml":
         import yaml
 
@@ -32,6 +33,8 @@ def render(disks: Sequence[Dict[str, object]], interfaces: Sequence[Dict[str, ob
                 "memory": memory}
         if swaps is not None:
             data["swaps"] = list(swaps)
+        if instance is not None:
+            data["instance"] = instance
         return yaml.safe_dump(data, sort_keys=False, allow_unicode=False)
     disk_rows = [[human_size(row["size"]) if c == "size" else _cell(row.get(c)) for c in COLUMNS]
                  for row in disks]
@@ -53,6 +56,28 @@ def render(disks: Sequence[Dict[str, object]], interfaces: Sequence[Dict[str, ob
     if memory is not None:
         text += (f"MEMORY  blocks of {human_size(memory['block_size'])}: {memory['online']} online "
                  f"({human_size(memory['online_bytes'])}), offline: {_cell(memory['offline'])}\n")
+    if instance is not None:
+        text += _instance(instance)
+    return text
+
+
+def _instance(record: Dict[str, object]) -> str:
+    """Where the instance's first-boot configuration came from, when, and what it skipped."""
+    if not record.get("instance_id"):
+        return "\nINSTANCE  no configuration applied (no platform drive, no config-2)\n"
+    done = record.get("set")
+    text = (f"\nINSTANCE  {_cell(record['instance_id'])} from {_cell(record.get('origin'))} "
+            f"({_cell(record.get('source'))}), applied {_cell(record.get('applied_at'))}")
+    if isinstance(done, dict) and done:
+        text += ", set " + ", ".join(f"{_cell(k)} {_cell(v)}" for k, v in done.items())
+    text += "\n"
+    script = record.get("script")
+    if isinstance(script, dict):
+        text += (f"  script {_cell(script.get('path'))}: {_cell(script.get('result'))} "
+                 f"(ran {_cell(script.get('ran_at'))})\n")
+    skipped = record.get("skipped")
+    for why in skipped if isinstance(skipped, list) else ():
+        text += f"  skipped: {_cell(why)}\n"
     return text
 
 

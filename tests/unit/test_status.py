@@ -57,3 +57,15 @@ def test_yaml_is_printable_and_reads_back(hostile):
 def test_non_ascii_labels_stay_readable_in_the_table():
     text = status.render([disk_row(label=CYRILLIC, mountpoint=f"/srv/{CYRILLIC}")], [], "text")
     assert f"/srv/{CYRILLIC}" in text
+
+
+def test_the_instance_says_where_its_configuration_came_from_and_what_was_skipped():
+    record = {"source": "config-2", "origin": "openstack/latest/meta_data.json",
+              "instance_id": "i-\x1b[31m", "applied_at": "2026-11-30T23:30:00Z",
+              "skipped": ["users[1].name: not a valid user name"], "set": {"hostname": "web1"}}
+    text = status.render([], [], "text", instance=record)
+    assert "INSTANCE  i-\\x1b[31m from openstack/latest/meta_data.json (config-2), applied " \
+           "2026-11-30T23:30:00Z, set hostname web1\n" in text
+    assert "  skipped: users[1].name: not a valid user name\n" in text
+    assert "no configuration applied" in status.render([], [], "text", instance={})
+    assert "instance_id: \"i-\\e[31m\"" in status.render([], [], "yaml", instance=record)
