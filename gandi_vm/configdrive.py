@@ -229,7 +229,8 @@ class _Window(io.RawIOBase):
         wanted = len(buffer)
         if self._position + wanted > self._length:
             if self._position >= self._length:
-                raise Refused(f"archive larger than {self._length // (1024 * 1024)} MiB (a tar bomb)")
+                raise Refused(f"archive runs past the {self._length} bytes it may take (a tar "
+                              "bomb, or it overlaps the swap area)")
             wanted = self._length - self._position
         data = b""
         while len(data) < wanted:
@@ -255,9 +256,12 @@ def _corrupt(e: BaseException) -> str:
     return f"{type(e).__name__}: {str(e)[:120]}" if str(e) else type(e).__name__
 
 
-def read_archive(host: Host, whole_disk: str) -> Result:
+def read_archive(host: Host, whole_disk: str, end: Optional[int] = None) -> Result:
     """Read, check and present the archive at 512 KiB of /dev/WHOLE_DISK (see the module doc).
-    Never raises for what the disk holds; the Result says what happened in one line."""
+    Never raises for what the disk holds; the Result says what happened in one line.
+
+    `end`: the byte of the disk the archive must end before (the start of a swap partition that
+    was in use: what lies past it may be memory pages of an earlier boot)."""
     device = f"/dev/{whole_disk}"
     where = f"config drive on {device} at 512 KiB"
 
@@ -274,7 +278,8 @@ def read_archive(host: Host, whole_disk: str) -> Result:
         tarfile.TarInfo.frombuf(head, "utf-8", "surrogateescape")
     except tarfile.HeaderError:
         return _said(host, Result("missing", f"{where}: no tar header: nothing changed"))
-    window = _Window(read, OFFSET, MAX_ARCHIVE)
+    length = MAX_ARCHIVE if end is None else max(0, min(MAX_ARCHIVE, end - OFFSET))
+    window = _Window(read, OFFSET, length)
     try:
         tar = _open_tar(window)
         members = validate(tar, "gandi", host.path(STORE))

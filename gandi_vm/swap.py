@@ -28,7 +28,7 @@ import logging
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
-from gandi_vm import blockdev, mounts, state
+from gandi_vm import blockdev, mounts, state, sysfs
 from gandi_vm.blockdev import BlockDevice, Signature
 from gandi_vm.config import Settings
 from gandi_vm.host import Host, lines
@@ -260,17 +260,32 @@ def handle(host: Host, settings: Settings, dev: BlockDevice,
     if decision.action in (FORMAT, REUSE):
         # Before anything is written. Never from an active area (its bytes are memory pages), nor
         # from a device refused as swap (then it is not the platform's swap disk we know).
-        _read_drive(host, blockdev.whole_disk(host, name))
+        _read_drive(host, dev, decision.action)
     if not settings.swap:
         return _done(host, dev, kind, SKIPPED, f"{kind}, CONFIG_SWAP=0: not enabled", ours=False)
     return _act(host, settings, dev, kind, decision, area)
 
 
-def _read_drive(host: Host, whole_disk: str) -> None:
+def _read_drive(host: Host, dev: BlockDevice, action: str) -> None:
+    """The config drive lies 512 KiB into the whole disk. A swap area used in an earlier boot may
+    hold, past its header, memory pages of any process of that boot: a local user could have
+    planted an archive there. So the drive is read from a swap area only before its first
+    format, and from the disk of a swap partition only up to that partition's start."""
     from gandi_vm import configdrive
 
+    end = None
+    if dev.partition_number is not None:
+        start = sysfs.read_number(host, f"/sys/class/block/{dev.name}/start")
+        if start is None:
+            log.warning("swap %s: partition start unknown: config drive not read", dev.name)
+            return
+        end = start * 512
+    elif action == REUSE:
+        log.info("swap %s: a swap area used before (its bytes may be memory pages of an earlier "
+                 "boot): config drive not read", dev.name)
+        return
     with host.lock("config-drive"):
-        configdrive.read_archive(host, whole_disk)
+        configdrive.read_archive(host, dev.disk, end)
 
 
 def _act(host: Host, settings: Settings, dev: BlockDevice, kind: str, decision: Decision,

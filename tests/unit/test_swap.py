@@ -185,6 +185,40 @@ def test_a_gandiswap_partition_is_formatted(guest, fs):
     assert record("vdb1")["whole_disk"] == "vdb"
 
 
+def gandiswap_partition(fs, start_sectors):
+    add_disk(fs, "vdb", "253:16", 2097152, partitions=[("vdb1", "253:17", 1048576)])
+    with open("/sys/class/block/vdb1/uevent", "w") as f:
+        f.write("MAJOR=253\nMINOR=17\nDEVNAME=vdb1\nDEVTYPE=partition\nPARTN=1\nPARTNAME=gandiswap\n")
+    with open("/sys/class/block/vdb1/start", "w") as f:
+        f.write(f"{start_sectors}\n")
+    fill("vdb1")
+
+
+def test_the_drive_before_a_gandiswap_partition_is_read(guest, fs):
+    gandiswap_partition(fs, 2048)  # 1 MiB: the archive lies in the gap before it
+    fill("vdb", tar_bytes({"gandi/config": b"{}"}), size=2048 * KiB, at=512 * KiB)
+    assert disk.attach(guest, SETTINGS, "vdb1").state == "active"
+    assert os.path.isfile("/gandi/config")
+
+
+def test_a_drive_running_into_the_swap_partition_is_refused(guest, fs, caplog):
+    gandiswap_partition(fs, 1025)  # the partition starts 512 bytes after the archive does
+    fill("vdb", tar_bytes({"gandi/config": b"{}"}), size=2048 * KiB, at=512 * KiB)
+    assert disk.attach(guest, SETTINGS, "vdb1").state == "active"
+    assert not os.path.exists("/gandi") and "overlaps the swap area" in caplog.text
+
+
+def test_a_used_swap_disk_is_not_read_for_a_drive(guest, fs, caplog):
+    """Past its header, a swap area used in an earlier boot holds memory pages of that boot: a
+    local user could have planted an archive there, with an init that would run as root."""
+    add_disk(fs, "vdc", "253:32", 2097152)
+    guest.signatures["vdc"] = (0, swap_props("swap"))
+    fill("vdc", tar_bytes({"gandi/init": b"#!/bin/sh\n"}), size=2048 * KiB, at=512 * KiB)
+    with caplog.at_level(logging.INFO, logger="gandi"):
+        assert disk.attach(guest, SETTINGS, "vdc").state == "active"
+    assert not os.path.exists("/gandi") and "config drive not read" in caplog.text
+
+
 def test_a_swap_labelled_swap_is_reused_as_is(guest, fs):
     add_disk(fs, "vdc", "253:32", 2097152)
     guest.signatures["vdc"] = (0, swap_props("swap"))
