@@ -32,10 +32,11 @@ PROPERTY_FILES = "tests/unit/test_props_*.py"
 
 
 def count_properties(selection: Sequence[str]) -> int:
-    """How many properties the run will execute. Collected in a child process: `@given` binds
+    """How many properties the run will execute (Hypothesis marks its tests `hypothesis`; a plain
+    example test in the same files takes no share). Collected in a child process: `@given` binds
     the settings in force when a test module is imported, so this process must not import them
     before the run's profile is loaded."""
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "--collect-only",
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "--collect-only", "-m", "hypothesis",
                            "-p", "no:cacheprovider", "--rootdir", REPO, *selection],
                           capture_output=True, text=True, cwd=REPO, timeout=300, check=False)
     return sum(1 for line in done.stdout.split("\n") if "::" in line)
@@ -101,7 +102,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     os.environ["GANDI_FUZZ_EXAMPLES"] = str(counter.per_property)  # read by tests/conftest.py
     seed = int.from_bytes(os.urandom(4), "big")
     print(f"\nfuzz: seed {seed} (pytest --hypothesis-seed={seed} replays this run)")
-    pytest_args = ["-q", "-p", "no:cacheprovider", "--hypothesis-profile=fuzz",
+    pytest_args = ["-q", "-m", "hypothesis", "-p", "no:cacheprovider", "--hypothesis-profile=fuzz",
                    f"--hypothesis-seed={seed}", "--rootdir", REPO, *selection]
     start = time.monotonic()
     status = pytest.main(pytest_args, plugins=[counter])
