@@ -431,9 +431,8 @@ def _swapoff_dead(host: Host, name: str, devno: str):
     major, _, minor = devno.partition(":")
     if first.ok or not (major.isdigit() and minor.isdigit()):
         return first
-    node = f"{state.SWAP_DIR}/.{name}.node"
-    host.mkdir("/run/gandi")
-    host.mkdir(state.SWAP_DIR, 0o700)
+    # on devtmpfs: /run is mounted nodev, where opening a node is always EACCES
+    node = f"/dev/.gandi-swapoff-{name}"
     host.remove(node)
     made = host.run(["mknod", "-m", "0600", host.path(node), "b", major, minor], timeout=15)
     if not made.ok:

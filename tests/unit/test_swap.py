@@ -375,12 +375,12 @@ def test_detach_of_an_unplugged_swap_logs_loudly_and_exits_0(guest, fs, caplog, 
 
     assert not outcome.failed and "dead swap area /dev/vdb still listed" in outcome.reason
     assert guest.programs() == ["swapoff", "mknod", "swapoff"]
-    assert guest.commands[1] == ["mknod", "-m", "0600", "/run/gandi/swap/.vdb.node", "b", "253",
+    assert guest.commands[1] == ["mknod", "-m", "0600", "/dev/.gandi-swapoff-vdb", "b", "253",
                                  "16"]
     errors = [r.message for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1 and "until reboot" in errors[0] and "\n" not in errors[0]
     assert not os.path.exists("/run/gandi/swap/vdb.json")
-    assert not os.path.exists("/run/gandi/swap/.vdb.node")
+    assert not os.path.exists("/dev/.gandi-swapoff-vdb")
 
 
 def test_the_cli_detach_of_a_dead_swap_exits_0(guest, fs, monkeypatch, capsys):
