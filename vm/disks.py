@@ -9,7 +9,7 @@ no mount (sfdisk, mkfs.vfat and mtools write into the file itself).
 - an OpenStack config drive: a vfat filesystem labelled `config-2` holding
   openstack/latest/meta_data.json and user_data (written with mtools: Debian package mtools).
 
-Used by tests/vm/test_provision.py and bench/boot_provision.py.
+Used by tests/vm/test_first_boot.py and bench/boot_provision.py.
 """
 
 from __future__ import annotations
