@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import re
@@ -51,7 +50,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "vm"))
 
 from disks import config_drive, gandiswap_disk, missing_tools, platform_archive  # noqa: E402
-from qemu_guest import QEMU, Guest, GuestError  # noqa: E402
+from benchlib import write_json  # noqa: E402
+from qemu_guest import QEMU, Guest, GuestError, build_image  # noqa: E402
 
 DEFAULT_JSON = REPO / "bench" / "results" / "boot_provision.json"
 VARIANTS = ("plain", "config-2", "gandiswap")
@@ -216,14 +216,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 1
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
-    image = args.image
-    if image is None:
-        done = subprocess.run([str(REPO / "vm" / "build-image")], stdout=subprocess.PIPE, text=True,
-                              check=False)
-        if done.returncode != 0 or not done.stdout.strip():
-            print(f"boot_provision: vm/build-image failed (exit {done.returncode})", file=sys.stderr)
-            return 1
-        image = Path(done.stdout.strip().splitlines()[-1])
+    try:
+        image = args.image or build_image()
+    except GuestError as e:
+        print(f"boot_provision: {e}", file=sys.stderr)
+        return 1
 
     status = 0
     boots: List[Dict[str, Any]] = []
@@ -263,9 +260,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "boots": boots,
     }
     report(results)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nFigures written to {os.path.relpath(args.json)}")
+    write_json(str(args.json), results)
     return status
 
 

@@ -34,8 +34,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
-import os
 import platform
 import signal
 import statistics
@@ -49,7 +47,8 @@ from typing import Any, Callable, Dict, List, Optional
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "vm"))
 
-from qemu_guest import QEMU, Guest, GuestError, make_disk  # noqa: E402
+from benchlib import write_json  # noqa: E402
+from qemu_guest import QEMU, Guest, GuestError, build_image, make_disk  # noqa: E402
 
 DEFAULT_JSON = REPO / "bench" / "results" / "hotplug_latency.json"
 KINDS = ("disk", "nic", "memory", "vcpu")  # vCPUs last: the least stable hotplug under TCG
@@ -285,14 +284,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error(f"unknown kinds {sorted(unknown)}" if unknown else "--runs must be at least 1")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
-    image = args.image
-    if image is None:
-        done = subprocess.run([str(REPO / "vm" / "build-image")], stdout=subprocess.PIPE, text=True,
-                              check=False)
-        if done.returncode != 0 or not done.stdout.strip():
-            print(f"hotplug_latency: vm/build-image failed (exit {done.returncode})", file=sys.stderr)
-            return 1
-        image = Path(done.stdout.strip().splitlines()[-1])
+    try:
+        image = args.image or build_image()
+    except GuestError as e:
+        print(f"hotplug_latency: {e}", file=sys.stderr)
+        return 1
 
     guest = Guest(image)
     print(f"Booting {image.name} under QEMU ({guest.accel})...", flush=True)
@@ -335,9 +331,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         guest.stop()
 
     report(results)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nFigures written to {os.path.relpath(args.json)}")
+    write_json(str(args.json), results)
     return status
 
 

@@ -32,7 +32,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "vm"))
 
-from qemu_guest import IDLE_BOOT, Guest, GuestError, make_disk  # noqa: E402
+from qemu_guest import IDLE_BOOT, Guest, GuestError, build_image, make_disk  # noqa: E402
 
 # Waits on an idle machine (seconds), scaled by the guest's slowness.
 ONLINE_WAIT = 15.0  # udevd onlines a vCPU or a memory block while it handles the event
@@ -325,14 +325,6 @@ def scene(guest: Guest, story: Story, scenario: str, run: Callable[[], Outcome])
         story.passed(scenario, what, seconds)
 
 
-def build_image() -> Path:
-    done = subprocess.run([str(REPO / "vm" / "build-image")], stdout=subprocess.PIPE, text=True,
-                          check=False)
-    if done.returncode != 0 or not done.stdout.strip():
-        raise SystemExit(f"demo: vm/build-image failed (exit {done.returncode})")
-    return Path(done.stdout.strip().splitlines()[-1])
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--image", type=Path, help="use this image directory instead of building it")
@@ -343,7 +335,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     story.step("Image: " + ("given with --image" if args.image else
                             "vm/build-image (cached after the first build)"))
     started = time.monotonic()
-    image = args.image or build_image()
+    try:
+        image = args.image or build_image()
+    except GuestError as e:
+        raise SystemExit(f"demo: {e}") from None
     story.say(f"{image} ({time.monotonic() - started:.1f} s)")
 
     story.step("Boot: Debian 12 guest under QEMU, -smp 1,maxcpus=4, -m 512M,slots=4,maxmem=2G")

@@ -35,6 +35,19 @@ class GuestError(RuntimeError):
     pass
 
 
+def build_image(capture_log: bool = False) -> Path:
+    """The guest image for this tree, built by vm/build-image (or its cached copy): the demo, the
+    vm suite and the benchmarks boot the same one. Its progress goes to our stderr unless
+    `capture_log`, then the log's end is in the GuestError."""
+    done = subprocess.run([str(Path(__file__).resolve().parent / "build-image")],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE if capture_log else None,
+                          text=True, timeout=1800, check=False)
+    if done.returncode != 0 or not done.stdout.strip():
+        log = "\n".join((done.stderr or "").strip().split("\n")[-20:])
+        raise GuestError(f"vm/build-image failed (exit {done.returncode})" + (f":\n{log}" if log else ""))
+    return Path(done.stdout.strip().split("\n")[-1])
+
+
 @dataclass
 class Run:
     argv: Sequence[str]

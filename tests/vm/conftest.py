@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Iterator
@@ -19,7 +18,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "vm"))
 
-from qemu_guest import QEMU, Guest  # noqa: E402
+from qemu_guest import QEMU, Guest, GuestError, build_image  # noqa: E402
 
 
 def pytest_collection_modifyitems(config, items):
@@ -54,10 +53,10 @@ def image() -> Path:
                           ("mkfs.xfs", "xfsprogs")):
         if shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin") is None:
             pytest.skip(f"{tool} not installed (Debian package {package})")
-    done = subprocess.run([str(REPO / "vm" / "build-image")], capture_output=True, text=True,
-                          timeout=1800, check=False)
-    assert done.returncode == 0, f"vm/build-image failed:\n{done.stderr}"
-    return Path(done.stdout.strip().splitlines()[-1])
+    try:
+        return build_image(capture_log=True)
+    except GuestError as e:
+        pytest.fail(str(e))
 
 
 @pytest.fixture(scope="module")
