@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Show gandi-vm at work in a real guest: hot-plug a disk, a NIC, a vCPU and memory, then unplug.
+"""Show gandi-vm at work in a real guest: hot-plug a disk, the platform's swap disk, a NIC, a vCPU
+and memory, then unplug the disk and the NIC.
 
 Builds or reuses the end-to-end test guest (vm/build-image, needs root), boots it under QEMU and
 tells what the guest did with each resource, with the time each step took, measured from QMP's
@@ -10,7 +11,8 @@ own verdict (active or failed) before looking at its effect; every wait is writt
 machine and stretched by how much slower than that the guest booted (qemu_guest.Guest.slowness).
 
 The summary lists each scenario as passed, FAILED (with why) or skipped. Exit status: 0 when every
-scenario passed (the guest booted, the disk was mounted and the NIC configured, both were cleaned
+scenario passed (the guest booted, the disk was mounted, the swap disk formatted and swapped on,
+the NIC configured, the disk and the NIC were cleaned
 up after their unplug, the vCPU and the memory came online, the guest powered off); 1 otherwise
 (the guest's journal for gandi-* units and its console tail are printed at each failure).
 
@@ -32,6 +34,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "vm"))
 
+from disks import gandiswap_disk  # noqa: E402
 from qemu_guest import IDLE_BOOT, Guest, GuestError, build_image, make_disk  # noqa: E402
 
 # Waits on an idle machine (seconds), scaled by the guest's slowness.
@@ -42,6 +45,7 @@ CLEANUP_WAIT = 30.0  # the units' ExecStop after an unplug
 LABEL = "demo-data"
 MOUNTPOINT = f"/srv/{LABEL}"
 DISK_ID = "demo-disk"
+SWAP_ID = "demo-swap"
 NIC_ID = "demo-nic"
 NIC_MAC = "52:54:00:de:00:01"
 NIC_NET = "10.0.3.0/24"  # the boot NIC's user network is 10.0.2.0/24
@@ -190,6 +194,28 @@ def disk_unplug(guest: Guest, story: Story, found: Dict[str, str]) -> Outcome:
     story.say(f"unmounted, mountpoint removed and unit inactive {took:.2f} s after device_del")
     story.show(guest.run(f"journalctl -b -o cat --no-pager -u {unit} | tail -n 3").stdout)
     return "unmounted, mountpoint removed, unit inactive", took
+
+
+def swap_plug(guest: Guest, story: Story, tmp: Path) -> Outcome:
+    story.step("Swap: hot-plug a blank 128 MiB disk whose GPT partition is named gandiswap, as the "
+               "platform marks its swap disk")
+    guest.add_disk(gandiswap_disk(tmp / "swap.raw"), SWAP_ID)
+    acked = time.monotonic()
+    story.say("QMP blockdev-add + device_add virtio-blk-pci acknowledged")
+    partition = guest.kernel_name(SWAP_ID) + "1"
+    unit = f"gandi-disk@{partition}.service"
+    story.say(f"its partition is /dev/{partition}; waiting for {unit} to succeed or fail "
+              f"(up to {guest.scaled(DISK_WAIT):.0f} s)")
+    try:
+        took = unit_verdict(guest, unit, DISK_WAIT, acked)
+    finally:
+        story.say("what the unit logged:")
+        story.show(guest.run(f"journalctl -b -o cat --no-pager -u {unit}").stdout)
+    swaps = guest.run("swapon --show=NAME,SIZE,PRIO,LABEL")
+    story.show(swaps.stdout)
+    if f"/dev/{partition} " not in swaps.stdout:
+        raise ScenarioFailed(f"{unit} succeeded but /dev/{partition} is not swapped on")
+    return f"/dev/{partition} formatted with mkswap -L swap and swapped on", took
 
 
 def nic(guest: Guest, story: Story, found: Dict[str, str]) -> Outcome:
@@ -369,6 +395,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         found: Dict[str, str] = {}  # guest names of what was plugged: disk, nic
         with tempfile.TemporaryDirectory(prefix="gandi-demo-") as tmp:
             scene(guest, story, "disk plug -> mounted", lambda: disk_plug(guest, story, found, Path(tmp)))
+            scene(guest, story, "swap disk plug -> swap on", lambda: swap_plug(guest, story, Path(tmp)))
             scene(guest, story, "nic plug -> address", lambda: nic(guest, story, found))
             scene(guest, story, "memory plug -> online", lambda: memory(guest, story))
             # vCPUs last: the least stable hotplug of this QEMU under TCG (QEMU-NOTES)
