@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
 from gandi_vm.host import Host
+from gandi_vm.sysfs import quoted
 
 log = logging.getLogger("gandi")
 
@@ -52,6 +53,7 @@ MAX_TOTAL = 64 * 1024 * 1024
 MAX_MEMBERS = 10_000
 MAX_NAME = 1024
 MAX_DEPTH = 16
+SHOWN = 200  # characters of a member's name quoted in a message
 # What the headers of MAX_MEMBERS members may take besides their data (long names, pax records),
 # on top of MAX_TOTAL: past it, the archive is a bomb whatever its headers say.
 _HEADER_ROOM = MAX_MEMBERS * 4 * 512 + 2 * 10240
@@ -80,12 +82,6 @@ class Result:
 
 
 # -- member checks (pure) ----------------------------------------------------------------------
-def shown(name: str) -> str:
-    """A member name for a log line: quoted, control characters and undecodable bytes escaped."""
-    text = repr(name[:200] + ("..." if len(name) > 200 else ""))
-    return text
-
-
 def member_problem(name: str, kind: str, mode: int, size: int, top: str = "gandi") -> Optional[str]:
     """Why a member may not be extracted, or None. `kind` is "file", "dir" or what else it is
     ("symlink", "hard link", "device", "fifo", "sparse file", "unknown type N"); members must lie
@@ -177,21 +173,22 @@ def validate(tar: tarfile.TarFile, top: str, dest: str) -> List[Member]:
             except tarfile.FilterError as e:
                 why = f"refused by tarfile's data filter ({type(e).__name__})"
         if why:
-            raise Refused(f"member {shown(info.name)} {why}")
+            raise Refused(f"member {quoted(info.name, SHOWN)} {why}")
         name = info.name.rstrip("/")
         parts = name.split("/")
         for depth in range(1, len(parts)):
             parent = "/".join(parts[:depth])
             if kinds.setdefault(parent, "dir") != "dir":
-                raise Refused(f"member {shown(info.name)} lies inside the file {shown(parent)}")
+                raise Refused(f"member {quoted(info.name, SHOWN)} lies inside the file "
+                              f"{quoted(parent, SHOWN)}")
         previous = kinds.get(name)
         if previous is not None and (previous != "dir" or kind != "dir"):
-            raise Refused(f"member {shown(info.name)} appears twice")
+            raise Refused(f"member {quoted(info.name, SHOWN)} appears twice")
         kinds[name] = kind
         total += info.size if kind == "file" else 0
         if total > MAX_TOTAL:
             raise Refused(f"members larger than {MAX_TOTAL // (1024 * 1024)} MiB in all "
-                          f"(a tar bomb), at {shown(info.name)}")
+                          f"(a tar bomb), at {quoted(info.name, SHOWN)}")
         members.append(Member(name, kind, (info.mode & 0o755) if kind == "file" else 0o755,
                               info.offset_data, info.size if kind == "file" else 0))
     return members
@@ -313,7 +310,7 @@ def _member_data(window: _Window, member: Member) -> bytes:
     window.seek(member.offset)
     data = window.read(member.size)
     if len(data) != member.size:
-        raise Refused(f"member {shown(member.name)} is cut short by the end of the disk")
+        raise Refused(f"member {quoted(member.name, SHOWN)} is cut short by the end of the disk")
     return data
 
 
@@ -430,7 +427,7 @@ def _real_dirs(real_top: str, parts: List[str]) -> None:
             os.mkdir(path, 0o755)
         except FileExistsError:
             if os.path.islink(path) or not os.path.isdir(path):
-                raise Refused(f"{shown(part)} is not a directory") from None
+                raise Refused(f"{quoted(part, SHOWN)} is not a directory") from None
 
 
 # -- kernel modules -----------------------------------------------------------------------------

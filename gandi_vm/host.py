@@ -400,6 +400,13 @@ class Host:
         print("would " + line, file=self._plan or sys.stdout, flush=True)
 
 
+def printable(text: str) -> str:
+    """Hostile text (a label, a lease, a script's output) for a terminal or a log line: every
+    character that is not printable (newline, escape sequence, C1 control, bidi override, U+2028,
+    an undecodable byte's surrogate) shown as its Python escape, never acted on."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def command_line(argv: Sequence[str]) -> str:
     """Show a command readably in a plan, log or change line (display only, never executed)."""
     import shlex

@@ -88,12 +88,8 @@ def mount_at(host: Host, mountpoint: str) -> Optional[Mount]:
 
 
 def active_swaps(host: Host) -> List[str]:
-    """Paths of active swap areas (devices or files)."""
-    try:
-        rows = [fields(line) for line in lines(host.read_text("/proc/swaps"))[1:]]
-    except OSError:
-        return []
-    return [unescape(row[0]) for row in rows if row]
+    """Paths of active swap areas (devices or files), as /proc/swaps shows them."""
+    return [area.path + (DELETED if area.deleted else "") for area in swap_areas(host)]
 
 
 # The kernel's d_path() of an area whose device node (or file) was removed: the swap stays

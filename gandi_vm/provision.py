@@ -40,7 +40,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
-from gandi_vm.host import Host, lines
+from gandi_vm.host import Host, lines, printable
 from gandi_vm.sysfs import quoted
 
 log = logging.getLogger("gandi")
@@ -536,10 +536,8 @@ def platform_drive(host: Host) -> Optional[str]:
     """The directory /gandi presents when it is the platform's drive, extracted by gandi-vm
     (configdrive); a /gandi of anyone else's (the historic package's leftover, a stale copy) is
     not this instance's configuration, and is said so once."""
-    try:
-        from gandi_vm import configdrive
-    except ImportError:  # a build without the swap disk's drive reader: /gandi as it is
-        return DRIVE_DIR if host.is_dir(DRIVE_DIR) else None
+    from gandi_vm import configdrive
+
     drive = configdrive.ours(host)
     if drive is not None and host.is_dir(drive):
         return drive
@@ -823,8 +821,7 @@ def run_script(host: Host, settings: Any, path: str, key: str, applied: Applied,
 def escaped(text: str, limit: int = 1000) -> str:
     """A line of a script's output for the journal: control characters shown escaped, never
     acted on by a terminal, and a very long line cut."""
-    text = text if len(text) <= limit else text[:limit] + "..."
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return printable(text if len(text) <= limit else text[:limit] + "...")
 
 
 def read_bounded(host: Host, path: str, limit: int, strict: bool = True) -> bytes:

@@ -22,7 +22,7 @@ from typing import Dict, List, Optional
 from gandi_vm import plugins
 from gandi_vm.config import Settings
 from gandi_vm.hooks import run_hook
-from gandi_vm.host import Host
+from gandi_vm.host import Host, printable
 from gandi_vm.plugins import FAILED, Context, Outcome
 
 log = logging.getLogger("gandi")
@@ -80,17 +80,10 @@ def apply(host: Host, settings: Settings, only: Optional[str] = None,
 
 
 def _first_boot(host: Host, settings: Settings) -> List[Ran]:
-    ran = []
-    try:
-        from gandi_vm import swap
-    except ImportError:  # the swap disk's module is not part of this build
-        swap = None  # type: ignore[assignment]
-    if swap is not None:
-        ran.append(_step(host, "swap", lambda: _swap_outcome(swap.setup(host, settings))))
-    from gandi_vm import provision
+    from gandi_vm import provision, swap
 
-    ran.append(_step(host, "provision", lambda: provision.run(host, settings)))
-    return ran
+    return [_step(host, "swap", lambda: _swap_outcome(swap.setup(host, settings))),
+            _step(host, "provision", lambda: provision.run(host, settings))]
 
 
 def _swap_outcome(said: List[str]) -> Outcome:
@@ -143,8 +136,7 @@ def _report(ran: Ran, host: Host) -> Ran:
     prefix = "(dry run) " if host.dry_run else ""
     # A detail may quote hostile data (a file's line, a command's output): one log line each,
     # whatever it holds, so a control character is shown escaped, never acted on by a terminal.
-    detail = "".join(c if c.isprintable() else repr(c)[1:-1] for c in ran.outcome.detail)
-    detail = f": {detail}" if detail else ""
+    detail = f": {printable(ran.outcome.detail)}" if ran.outcome.detail else ""
     log.log(logging.ERROR if ran.outcome.failed else logging.INFO, "%splugin %s: %s%s (%.0f ms)",
             prefix, ran.name, ran.outcome.state, detail, ran.seconds * 1000)
     return ran

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence
 
+from gandi_vm.host import printable
+
 COLUMNS = ("device", "size", "fstype", "label", "mountpoint", "state", "reason")
 SWAP_COLUMNS = ("swap", "size", "used", "priority", "ours", "state", "reason")
 IFACE_COLUMNS = ("interface", "mac", "driver", "operstate", "addresses", "stack", "table", "state",
@@ -92,20 +94,12 @@ def _swap_cell(column: str, row: Dict[str, object]) -> str:
 def _cell(value: object) -> str:
     """A table cell; "-" for nothing, the elements of a list joined by commas."""
     if isinstance(value, (list, tuple)):
-        return ",".join(_printable(v) for v in value) or "-"
+        # Labels come from disk images and leases from the network: nothing reaches the
+        # terminal as itself but printable text (an undecodable byte shows as \\udcNN).
+        return ",".join(printable(str(v)) for v in value) or "-"
     if value in (None, ""):
         return "-"
-    return _printable(value)
-
-
-def _printable(value: object) -> str:
-    """Text safe for a terminal, readable in any script.
-
-    Labels come from disk images and leases from the network: no newline, escape sequence, C1
-    control, bidi override or line separator (U+2028) reaches the terminal; an undecodable byte
-    (a surrogate-escaped str) shows as `\\udcNN` instead of failing at print time."""
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
-                   for c in str(value))
+    return printable(str(value))
 
 
 def _table(columns: Sequence[str], rows: List[List[str]]) -> str:

@@ -147,6 +147,18 @@ def wait_cleaned(guest: Guest, checks: Dict[str, str], since: float) -> float:
     return took
 
 
+def disk_unit_verdict(guest: Guest, story: Story, named: str, unit: str, acked: float) -> float:
+    """Wait for a plugged disk's gandi-disk@ unit to succeed (seconds since `acked`), then show
+    what it logged, whatever its verdict."""
+    story.say(f"{named}; waiting for {unit} to succeed or fail (up to "
+              f"{guest.scaled(DISK_WAIT):.0f} s)")
+    try:
+        return unit_verdict(guest, unit, DISK_WAIT, acked)
+    finally:
+        story.say("what the unit logged:")
+        story.show(guest.run(f"journalctl -b -o cat --no-pager -u {unit}").stdout)
+
+
 def disk_plug(guest: Guest, story: Story, found: Dict[str, str], tmp: Path) -> Outcome:
     story.step(f"Disk: hot-plug a 64 MiB ext4 disk labelled '{LABEL}', made on the host")
     image = make_disk(tmp / f"{LABEL}.raw", "ext4", LABEL)
@@ -155,13 +167,7 @@ def disk_plug(guest: Guest, story: Story, found: Dict[str, str], tmp: Path) -> O
     story.say("QMP blockdev-add + device_add virtio-blk-pci acknowledged")
     name = guest.kernel_name(DISK_ID)
     unit = f"gandi-disk@{name}.service"
-    story.say(f"the guest calls it /dev/{name}; waiting for {unit} to succeed or fail "
-              f"(up to {guest.scaled(DISK_WAIT):.0f} s)")
-    try:
-        took = unit_verdict(guest, unit, DISK_WAIT, acked)
-    finally:
-        story.say("what the unit logged:")
-        story.show(guest.run(f"journalctl -b -o cat --no-pager -u {unit}").stdout)
+    took = disk_unit_verdict(guest, story, f"the guest calls it /dev/{name}", unit, acked)
     mount = guest.run(f"findmnt -n -o TARGET,SOURCE,FSTYPE,OPTIONS {MOUNTPOINT}")
     if mount.returncode != 0:
         story.show(guest.run("lsblk -o NAME,SIZE,FSTYPE,LABEL,MOUNTPOINTS").stdout)
@@ -204,13 +210,7 @@ def swap_plug(guest: Guest, story: Story, tmp: Path) -> Outcome:
     story.say("QMP blockdev-add + device_add virtio-blk-pci acknowledged")
     partition = guest.kernel_name(SWAP_ID) + "1"
     unit = f"gandi-disk@{partition}.service"
-    story.say(f"its partition is /dev/{partition}; waiting for {unit} to succeed or fail "
-              f"(up to {guest.scaled(DISK_WAIT):.0f} s)")
-    try:
-        took = unit_verdict(guest, unit, DISK_WAIT, acked)
-    finally:
-        story.say("what the unit logged:")
-        story.show(guest.run(f"journalctl -b -o cat --no-pager -u {unit}").stdout)
+    took = disk_unit_verdict(guest, story, f"its partition is /dev/{partition}", unit, acked)
     swaps = guest.run("swapon --show=NAME,SIZE,PRIO,LABEL")
     story.show(swaps.stdout)
     if f"/dev/{partition} " not in swaps.stdout:
