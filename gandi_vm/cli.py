@@ -72,11 +72,13 @@ def _parser() -> argparse.ArgumentParser:
     actions = disk.add_subparsers(dest="action", metavar="ACTION", required=True)
     for action, text in (("attach", "check and mount under the disk root"),
                          ("detach", "unmount what attach mounted (the unit's stop action)"),
-                         ("resize", "grow the filesystem after the disk grew")):
+                         ("resize", "grow what is on the disk after its capacity changed")):
         sub = actions.add_parser(action, parents=[common], help=text)
         sub.add_argument("device", metavar="DEV", help="kernel name (vdb) or /dev path")
 
     commands.add_parser("mount-all", parents=[common], help="attach every disk present (boot)")
+    commands.add_parser("grow", parents=[common],
+                        help="grow CONFIG_GROW_MOUNTPOINTS into the space their disk gained")
 
     iface = commands.add_parser("iface", parents=[common], help="network interfaces: DHCP, routing")
     actions = iface.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -98,6 +100,8 @@ def _parser() -> argparse.ArgumentParser:
                                     help=f"online every {what[:-1]} present and offline (boot)")
     commands.add_parser("hotplug-rules", parents=[common],
                         help="write the udev rule that onlines vCPUs and memory, for this configuration")
+    commands.add_parser("early-boot", parents=[common],
+                        help="boot, before local-fs.target: hotplug-rules, then grow")
 
     configure = commands.add_parser("config", parents=[common],
                                     help="boot-time configuration from /etc/default/gandi")
@@ -156,7 +160,9 @@ def _dispatch(args: argparse.Namespace, host, settings) -> int:
     from gandi_vm import disk
 
     if args.command == "disk":
-        handler = {"attach": disk.attach, "detach": disk.detach, "resize": disk.resize}
+        if args.action == "resize":
+            return 1 if any(o.failed for o in disk.resize(host, settings, args.device)) else 0
+        handler = {"attach": disk.attach, "detach": disk.detach}
         outcome = handler[args.action](host, settings, args.device)
         return 1 if outcome.failed else 0
     if args.command == "iface":
@@ -192,20 +198,30 @@ def _dispatch(args: argparse.Namespace, host, settings) -> int:
             log.error("%s", e)
             return 2
         return 1 if any(r.outcome.failed for r in ran) else 0
-    if args.command == "hotplug-rules":
+    if args.command in ("hotplug-rules", "early-boot"):
         from gandi_vm import online
 
         online.write_rules(host, settings)
-        return 0
+        if args.command == "hotplug-rules":
+            return 0
+    if args.command in ("early-boot", "grow"):
+        # early-boot: one process does both early jobs (no interpreter start of its own).
+        from gandi_vm import grow
+
+        return 1 if any(o.failed for o in grow.configured(host, settings)) else 0
     if args.command == "mount-all":
+        from gandi_vm import grow
+
         outcomes = disk.mount_all(host, settings)
-        return 1 if any(o.failed for o in outcomes) else 0
+        # The root grew in early-boot; what local-fs.target mounted since then grows here.
+        grown = grow.configured(host, settings, skip=("/",))
+        return 1 if any(o.failed for o in [*outcomes, *grown]) else 0
     if args.command == "status":
-        from gandi_vm import cpu, memory, net, provision, status, swap
+        from gandi_vm import cpu, grow, memory, net, provision, status, swap
 
         print(status.render(disk.status(host, settings), net.status(host), args.format,
                             cpu.status(host), memory.status(host), swap.status(host),
-                            provision.status(host)), end="")
+                            provision.status(host), grow.status(host, settings)), end="")
         return 0
     raise AssertionError(args.command)
 

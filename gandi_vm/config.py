@@ -62,6 +62,10 @@ class Settings:
     provision: bool = True
     provision_user: str = ""  # "" = root gets the OpenStack public keys
     init_timeout: int = 600
+    # growing filesystems into the space their disk gained (grow.py)
+    grow_root: bool = True
+    grow_root_lv: bool = False
+    grow_mountpoints: Tuple[str, ...] = ("/",)
     source: str = "(defaults)"
     # (logging level, "file:line: message") for each line that was not taken as written
     problems: Tuple[Tuple[int, str], ...] = field(default=(), compare=False)
@@ -179,6 +183,16 @@ def _swap_priority(value: str) -> Optional[int]:
     return None if value == "" else _bounded(value, 0, 32767, "")
 
 
+def _mountpoints(value: str) -> Tuple[str, ...]:
+    """Absolute paths, as the kernel shows them in mountinfo: normalized, "/" allowed."""
+    paths = []
+    for word in value.split():
+        if not word.startswith("/") or not _plain(word):
+            raise ValueError("expected space-separated absolute mountpoints such as '/ /var'")
+        paths.append("/" + posixpath.normpath(word).lstrip("/"))
+    return tuple(dict.fromkeys(paths))
+
+
 # useradd's default NAME_REGEX on Debian, which other distros' rules also accept.
 _USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 
@@ -225,6 +239,9 @@ KEYS: Dict[str, Tuple[str, Callable[[str], object]]] = {
     "CONFIG_PROVISION": ("provision", _boolean),
     "CONFIG_PROVISION_USER": ("provision_user", _user_name),
     "CONFIG_INIT_TIMEOUT": ("init_timeout", _seconds),
+    "CONFIG_GROW_ROOT": ("grow_root", _boolean),
+    "CONFIG_GROW_ROOT_LV": ("grow_root_lv", _boolean),
+    "CONFIG_GROW_MOUNTPOINTS": ("grow_mountpoints", _mountpoints),
 }
 
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

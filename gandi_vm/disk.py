@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from gandi_vm import blockdev, filesystems, labels, mounts, state, swap
+from gandi_vm import blockdev, filesystems, grow, labels, mounts, state, swap
 from gandi_vm.blockdev import BlockDevice, Signature
 from gandi_vm.config import Settings
 from gandi_vm.hooks import run_hook
@@ -25,8 +25,8 @@ SYSTEM_MOUNTPOINTS = ("/", "/boot", "/boot/efi")
 MOUNT_TIMEOUT = 120
 CONFIG_DRIVE_LABEL = b"config-2"
 
-MOUNTED, SKIPPED, FAILED, UNMOUNTED, GROWN, UNCHANGED = (
-    "mounted", "skipped", "failed", "unmounted", "grown", "unchanged")
+MOUNTED, SKIPPED, FAILED, UNMOUNTED, UNCHANGED = (
+    "mounted", "skipped", "failed", "unmounted", "unchanged")
 
 
 @dataclass(frozen=True)
@@ -164,6 +164,8 @@ def attach(host: Host, settings: Settings, dev: str) -> Outcome:
             state.save(host, name, record)
     _report(host, outcome)
     if record is not None and record["ours"]:
+        # A disk enlarged while the VM was stopped sent no resize event: grow it now.
+        grow.disk_resized(host, settings, blockdev.whole_disk(host, name))
         # Outside the lock and after the record, so the hook may call `gandi-vm` itself.
         run_hook(host, settings.hook_dir, "post-disk-attach",
                  [f"/dev/{name}", str(record["fstype"]), str(outcome.mountpoint)])
@@ -344,65 +346,17 @@ def _detach(host: Host, settings: Settings, name: str,
 
 
 # -- resize ------------------------------------------------------------------------------------
-def resize(host: Host, settings: Settings, dev: str) -> Outcome:
-    """Grow our filesystem after the platform enlarged its disk (a `change` uevent).
-
-    udev also sends `change` when a writer closes the device, so a size equal to the recorded one
-    returns at once without spawning anything."""
-    name = blockdev.kernel_name(host, dev)
-    with host.lock(f"disk-{name}"):
-        outcome = _resize(host, name)
-    _report(host, outcome)
-    return outcome
-
-
-def _resize(host: Host, name: str) -> Outcome:
-    dev = blockdev.read(host, name)
-    record = state.load(host, name)
-    if record is None:
-        return Outcome(name, UNCHANGED, "not handled by gandi")
-    if record.get("size") == dev.size:
-        return Outcome(name, UNCHANGED, "size unchanged")
-    if dev.partitions:
-        outcome = _grow_last_partition(host, dev)
-    else:
-        outcome = _grow_filesystem(host, name, record, dev.size)
-    if not outcome.failed:  # a failed grow is tried again on the next event
-        record["size"] = dev.size
-        state.save(host, name, record)
-    return outcome
-
-
-def _grow_last_partition(host: Host, dev: BlockDevice) -> Outcome:
-    numbers = {p: blockdev.read(host, p).partition_number or 0 for p in dev.partitions}
-    last = max(numbers, key=numbers.__getitem__)
-    last_record = state.load(host, last)
-    if not last_record or not last_record.get("ours"):
-        return Outcome(dev.name, UNCHANGED, f"last partition {last} is not mounted by gandi")
-    disk_path, number = f"/dev/{dev.name}", str(numbers[last])
-    grown = host.run(["growpart", host.path(disk_path), number], timeout=120)
-    if grown.returncode == 127:
-        return Outcome(dev.name, UNCHANGED, f"growpart is not installed: grow {last} by hand "
-                       f"(growpart {disk_path} {number}), then run: gandi-vm disk resize {last}")
-    if not grown.ok and "NOCHANGE" not in grown.stdout:
-        return Outcome(dev.name, FAILED, f"growpart {disk_path} {number} failed: {grown.why()}")
-    with host.lock(f"disk-{last}"):
-        return _resize(host, last)
-
-
-def _grow_filesystem(host: Host, name: str, record: state.Record, size: int) -> Outcome:
-    mountpoint = record.get("mountpoint")
-    if not record.get("ours") or not mountpoint:
-        return Outcome(name, UNCHANGED, "not mounted by gandi")
-    fstype = str(record.get("fstype"))
-    command = filesystems.grow_command(host, fstype, f"/dev/{name}", str(mountpoint))
-    if command is None:
-        return Outcome(name, UNCHANGED, f"{fstype} cannot be grown online", str(mountpoint))
-    result = host.run(command, timeout=filesystems.GROW_TIMEOUT)
-    if not result.ok:
-        return Outcome(name, FAILED, f"{command[0]} failed: {result.why()}", str(mountpoint))
-    return Outcome(name, GROWN, f"{fstype} on {mountpoint} grown to the device's {size} bytes",
-                   str(mountpoint))
+def resize(host: Host, settings: Settings, dev: str) -> List["grow.Outcome"]:
+    """The platform changed the disk's capacity (gandi-resize@<disk>:<sectors>.service, started
+    by the kernel's `change` uevent carrying RESIZE=1): grow what we may on it (grow.py). DEV
+    may end in that instance's `:<sectors>`, the size the event announced; only logged."""
+    name, sep, sectors = dev.rpartition(":")
+    if not (sep and sectors.isdigit() and sectors.isascii()):
+        name, sectors = dev, ""
+    name = blockdev.kernel_name(host, name)
+    if sectors:
+        log.info("disk %s: capacity changed to %s sectors", name, sectors)
+    return grow.disk_resized(host, settings, blockdev.whole_disk(host, name))
 
 
 # -- boot --------------------------------------------------------------------------------------

@@ -1,14 +1,12 @@
-"""What each filesystem type needs: a check before mounting, a way to grow online."""
+"""What each filesystem type needs before it is mounted: a check (grow.py grows them online)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional
 
 from gandi_vm.host import Host
 
 EXT = ("ext2", "ext3", "ext4")
-GROW_TIMEOUT = 300
 
 # e2fsck(8) EXIT CODE: a bit mask. 1 and 2 mean errors were found and corrected.
 _E2FSCK_BITS = {
@@ -47,14 +45,3 @@ def check(host: Host, fstype: str, device: str, timeout: int) -> Check:
     if code:
         return Check(True, f"e2fsck corrected errors (exit {code})")
     return Check(True, "e2fsck: clean")
-
-
-def grow_command(host: Host, fstype: str, device: str, mountpoint: str) -> Optional[List[str]]:
-    """The command that grows a mounted filesystem to its device's size, or None if unsupported."""
-    if fstype in EXT:
-        return ["resize2fs", host.path(device)]
-    if fstype == "xfs":
-        return ["xfs_growfs", "-d", host.path(mountpoint)]
-    if fstype == "btrfs":
-        return ["btrfs", "filesystem", "resize", "max", host.path(mountpoint)]
-    return None

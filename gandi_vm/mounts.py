@@ -12,7 +12,7 @@ path, and libmount splits fstab on them), and `\\NNN` is an escaped byte, not a 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from gandi_vm.host import Host, lines
 
@@ -144,6 +144,7 @@ class FstabEntry:
     lineno: int
     spec: str  # "UUID=...", "LABEL=...", "/dev/vdb", ...
     mountpoint: str
+    options: Tuple[str, ...] = ()  # the fourth field, split at commas ("defaults" when absent)
 
 
 def fstab(host: Host) -> List[FstabEntry]:
@@ -155,5 +156,6 @@ def fstab(host: Host) -> List[FstabEntry]:
     for lineno, line in enumerate(lines(text), 1):
         row = fields(line)
         if len(row) >= 2 and not row[0].startswith("#"):
-            entries.append(FstabEntry(lineno, unescape(row[0]), unescape(row[1])))
+            options = tuple(unescape(row[3]).split(",")) if len(row) >= 4 else ("defaults",)
+            entries.append(FstabEntry(lineno, unescape(row[0]), unescape(row[1]), options))
     return entries

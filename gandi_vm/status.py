@@ -8,6 +8,8 @@ from gandi_vm.host import printable
 
 COLUMNS = ("device", "size", "fstype", "label", "mountpoint", "state", "reason")
 SWAP_COLUMNS = ("swap", "size", "used", "priority", "ours", "state", "reason")
+GROW_COLUMNS = ("grow", "disk", "disk_size", "partition_end", "filesystem_size", "left", "state",
+                "reason")
 IFACE_COLUMNS = ("interface", "mac", "driver", "operstate", "addresses", "stack", "table", "state",
                  "reason")
 
@@ -27,7 +29,8 @@ def render(disks: Sequence[Dict[str, object]], interfaces: Sequence[Dict[str, ob
            fmt: str, cpus: Optional[Dict[str, object]] = None,
            memory: Optional[Dict[str, object]] = None,
            swaps: Optional[Sequence[Dict[str, object]]] = None,
-           instance: Optional[Dict[str, object]] = None) -> str:
+           instance: Optional[Dict[str, object]] = None,
+           growth: Optional[Sequence[Dict[str, object]]] = None) -> str:
     if fmt == "yaml":
         import yaml
 
@@ -37,6 +40,8 @@ def render(disks: Sequence[Dict[str, object]], interfaces: Sequence[Dict[str, ob
             data["swaps"] = list(swaps)
         if instance is not None:
             data["instance"] = instance
+        if growth is not None:
+            data["growth"] = list(growth)
         return yaml.safe_dump(data, sort_keys=False, allow_unicode=False)
     disk_rows = [[human_size(row["size"]) if c == "size" else _cell(row.get(c)) for c in COLUMNS]
                  for row in disks]
@@ -60,6 +65,9 @@ def render(disks: Sequence[Dict[str, object]], interfaces: Sequence[Dict[str, ob
                  f"({human_size(memory['online_bytes'])}), offline: {_cell(memory['offline'])}\n")
     if instance is not None:
         text += _instance(instance)
+    if growth:
+        grow_rows = [[_grow_cell(c, row) for c in GROW_COLUMNS] for row in growth]
+        text += "\n" + _table(GROW_COLUMNS, grow_rows)
     return text
 
 
@@ -89,6 +97,12 @@ def _swap_cell(column: str, row: Dict[str, object]) -> str:
     if column == "ours":
         return "yes" if row.get("ours") else "no"
     return _cell(row.get("device" if column == "swap" else column))
+
+
+def _grow_cell(column: str, row: Dict[str, object]) -> str:
+    if column.endswith(("_size", "_end")) or column == "left":
+        return human_size(row.get(column))
+    return _cell(row.get("mountpoint" if column == "grow" else column))
 
 
 def _cell(value: object) -> str:

@@ -87,10 +87,17 @@ def test_fstab(fs):
         "#/dev/vdc /old ext4 defaults 0 0\n"
     ))
     assert mounts.fstab(Host(root="/")) == [
-        FstabEntry(4, "UUID=0a1b2c3d-0000-4000-8000-00000000beef", "/"),
-        FstabEntry(7, "LABEL=my data", "/mnt/my data"),
-        FstabEntry(8, "/dev/vdb", "/data"),
+        FstabEntry(4, "UUID=0a1b2c3d-0000-4000-8000-00000000beef", "/", ("errors=remount-ro",)),
+        FstabEntry(7, "LABEL=my data", "/mnt/my data", ("defaults",)),
+        FstabEntry(8, "/dev/vdb", "/data", ("defaults", "nofail")),
     ]
+
+
+def test_fstab_options_default_when_the_field_is_missing(fs):
+    # mount(8) takes a two-field line as "defaults"; an option is what x-gandi.nogrow looks for.
+    fs.create_file("/etc/fstab", contents="/dev/vdb /data\n/dev/vdc /x ext4 x-gandi.nogrow,ro\n")
+    assert [e.options for e in mounts.fstab(Host(root="/"))] == [("defaults",),
+                                                                   ("x-gandi.nogrow", "ro")]
 
 
 def test_fstab_missing(fs):
@@ -120,8 +127,8 @@ def test_fstab_with_non_ascii_labels(fs):
         "LABEL=caf\u00e9 /srv/caf\\303\\251 ext4 defaults 0 2\n"
     ), encoding="utf-8")
     assert mounts.fstab(Host(root="/")) == [
-        FstabEntry(1, "LABEL=\u0414\u0430\u043d\u043d\u044b\u0435", "/data"),
-        FstabEntry(2, "LABEL=caf\u00e9", "/srv/caf\u00e9"),
+        FstabEntry(1, "LABEL=\u0414\u0430\u043d\u043d\u044b\u0435", "/data", ("defaults",)),
+        FstabEntry(2, "LABEL=caf\u00e9", "/srv/caf\u00e9", ("defaults",)),
     ]
 
 
@@ -153,5 +160,6 @@ def test_fstab_rows_split_as_libmount_splits_them(fs, char):
     fs.create_file("/etc/fstab", contents=(
         f"LABEL=a{char}b /mnt/x{char}y ext4 defaults 0 2\n"
         "/dev/vdb /data xfs defaults 0 0\n"), encoding="utf-8")
-    assert mounts.fstab(Host(root="/")) == [FstabEntry(1, f"LABEL=a{char}b", f"/mnt/x{char}y"),
-                                            FstabEntry(2, "/dev/vdb", "/data")]
+    assert mounts.fstab(Host(root="/")) == [
+        FstabEntry(1, f"LABEL=a{char}b", f"/mnt/x{char}y", ("defaults",)),
+        FstabEntry(2, "/dev/vdb", "/data", ("defaults",))]
