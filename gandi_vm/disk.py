@@ -356,7 +356,11 @@ def resize(host: Host, settings: Settings, dev: str) -> List["grow.Outcome"]:
     name = blockdev.kernel_name(host, name)
     if sectors:
         log.info("disk %s: capacity changed to %s sectors", name, sectors)
-    return grow.disk_resized(host, settings, blockdev.whole_disk(host, name))
+    disk = blockdev.whole_disk(host, name)
+    outcomes = grow.disk_resized(host, settings, disk)
+    if not outcomes:
+        log.info("disk %s: nothing on it is ours to grow", disk)
+    return outcomes
 
 
 # -- boot --------------------------------------------------------------------------------------

@@ -14,10 +14,11 @@ A filesystem sits on a stack of layers, grown bottom up, each into the one below
          -> filesystem, mounted (resize2fs, xfs_growfs, btrfs filesystem resize)
 
 Every fact comes from sysfs and from the headers on the disk (partition table, LVM label,
-superblock), read by this process: when nothing grew, reading them is all it costs. `plan` is a
-pure function of those facts. Acting runs the planned commands in order and stops at the first
-that fails: each of these tools leaves its layer as it was when it fails (growpart restores the
-table it saved), and the next boot or resize event plans again from the new facts.
+superblock; for a mounted XFS, statfs), read by this process: when nothing grew, reading them is
+all it costs. `plan` is a pure function of those facts. Acting runs the planned commands in
+order and stops at the first that fails: each of these tools leaves its layer as it was when it
+fails (growpart restores the table it saved), and the next boot or resize event plans again from
+the new facts.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from __future__ import annotations
 import logging
 import struct
 from dataclasses import dataclass, replace
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from gandi_vm import blockdev, mounts, state, sysfs
 from gandi_vm.config import Settings
@@ -157,7 +158,7 @@ def filesystem_size(fstype: str, superblock: bytes) -> Tuple[int, int]:
             raise Refused(f"{fstype} block size 2^{log_size + 10} is invalid")
         return ((high << 32) | low) * (1024 << log_size), 0
     if fstype == "xfs":
-        if len(superblock) < 16 or superblock[:4] != b"XFSB":
+        if len(superblock) < 100 or superblock[:4] != b"XFSB":
             raise Refused("no xfs superblock")
         block_size, blocks = struct.unpack_from(">IQ", superblock, 4)
         if block_size < 512 or block_size > 65536 or block_size & (block_size - 1):
@@ -169,6 +170,13 @@ def filesystem_size(fstype: str, superblock: bytes) -> Tuple[int, int]:
         devid, total = struct.unpack_from("<QQ", superblock, 0xC9)
         return total, devid
     raise Refused(f"{fstype} cannot be grown online")
+
+
+def xfs_log_blocks(superblock: bytes) -> int:
+    """Blocks of an XFS internal log (sb_logstart != 0), which statfs leaves out of f_blocks."""
+    logstart, = struct.unpack_from(">Q", superblock, 48)
+    logblocks, = struct.unpack_from(">I", superblock, 96)
+    return logblocks if logstart else 0
 
 
 def superblock_at(fstype: str) -> Tuple[int, int]:
@@ -228,9 +236,7 @@ def _inspect(host: Host, mount: mounts.Mount, stack: Stack) -> Stack:
     if mount.fstype not in GROWABLE:
         raise Refused(f"{mount.fstype} cannot be grown online")
     device = _device_of(host, mount)
-    offset, length = superblock_at(mount.fstype)
-    fs_size, devid = filesystem_size(mount.fstype,
-                                     host.read_device(f"/dev/{device}", length, offset))
+    fs_size, devid = _filesystem_size(host, mount.fstype, device, mount.mountpoint)
     stack = replace(stack, device=device, fs_size=fs_size, btrfs_devid=devid)
     below = device
     if host.exists(f"/sys/class/block/{device}/dm"):
@@ -241,6 +247,20 @@ def _inspect(host: Host, mount: mounts.Mount, stack: Stack) -> Stack:
     if below != disk:
         stack = replace(stack, partition=_partition(host, below, disk, stack.disk_size))
     return stack
+
+
+def _filesystem_size(host: Host, fstype: str, device: str, mountpoint: str) -> Tuple[int, int]:
+    """(bytes, btrfs device id) of a mounted filesystem. The device is read through the page
+    cache, where ext4 and btrfs keep their live superblock. XFS logs its superblock changes, so
+    the copy on disk can lag behind a grow: its size comes from statfs (data blocks without the
+    internal log, which the superblock tells)."""
+    offset, length = superblock_at(fstype)
+    superblock = host.read_bytes(f"/dev/{device}", length, offset)
+    size, devid = filesystem_size(fstype, superblock)
+    if fstype == "xfs":
+        st = host.statvfs(mountpoint)
+        size = (st.f_blocks + xfs_log_blocks(superblock)) * st.f_frsize
+    return size, devid
 
 
 def _device_of(host: Host, mount: mounts.Mount) -> str:
@@ -271,7 +291,7 @@ def _volume(host: Host, device: str) -> Volume:
     if len(slaves) != 1 or host.exists(f"/sys/class/block/{slaves[0]}/dm"):
         raise Refused(f"{lv_name} does not sit on one physical volume ({', '.join(slaves)})")
     pv = slaves[0]
-    pv_size, pe_start = lvm_label(host.read_device(f"/dev/{pv}", 2048))
+    pv_size, pe_start = lvm_label(host.read_bytes(f"/dev/{pv}", 2048))
     allocated = sum(_size(host, lv) for lv in host.listdir(f"/sys/class/block/{pv}/holders"))
     return Volume(device, lv_name, _size(host, device), pv, pv_size, pe_start, allocated)
 
@@ -294,7 +314,7 @@ def _partition(host: Host, name: str, disk: str, disk_size: int) -> Partition:
     block_size = block_size if block_size in (512, 1024, 2048, 4096) else 512
     try:
         table, usable_end = partition_table(
-            host.read_device(f"/dev/{disk}", 2 * block_size), disk_size, block_size)
+            host.read_bytes(f"/dev/{disk}", 2 * block_size), disk_size, block_size)
     except Refused as e:
         raise Refused(f"{disk}: partition table unreadable: {e}") from None
     if table == "dos" and number > 4:
@@ -384,7 +404,7 @@ def configured(host: Host, settings: Settings,
     for mountpoint in settings.grow_mountpoints:
         if mountpoint in skip:
             continue
-        mount = _mounted(table, mountpoint)
+        mount = mounts.mount_at(host, mountpoint, table)
         if mount is None:
             log.debug("grow %s: not mounted", mountpoint)
             continue
@@ -410,18 +430,7 @@ def disk_resized(host: Host, settings: Settings, disk: str) -> List[Outcome]:
             log.debug("grow %s: neither configured nor mounted by gandi", mount.mountpoint)
             continue
         outcomes.append(_grow_one(host, settings, table, mount))
-    if not outcomes:
-        log.info("disk %s: resized to %s: nothing of ours to grow on it", disk,
-                 _human(_size(host, disk)))
     return outcomes
-
-
-def _mounted(table: Sequence[mounts.Mount], mountpoint: str) -> Optional[mounts.Mount]:
-    found = None
-    for mount in table:
-        if mount.mountpoint == mountpoint:
-            found = mount  # the last one stacked there is the one visible
-    return found
 
 
 def _device_name(host: Host, mount: mounts.Mount) -> Optional[str]:
@@ -439,8 +448,7 @@ def _on_disk(host: Host, table: Sequence[mounts.Mount], disk: str) -> List[mount
     """The filesystems mounted from this disk (through partitions and LVM), each once."""
     found: Dict[str, mounts.Mount] = {}
     for mount in table:
-        name = _device_name(host, mount) if mount.source.startswith("/dev/") or \
-            not mount.devno.startswith("0:") else None
+        name = _device_name(host, mount)
         if name and disk in _disks_of(host, name):
             found[mount.mountpoint] = mount
     return list(found.values())
@@ -449,42 +457,57 @@ def _on_disk(host: Host, table: Sequence[mounts.Mount], disk: str) -> List[mount
 def _grow_one(host: Host, settings: Settings, table: Sequence[mounts.Mount],
               mount: mounts.Mount) -> Outcome:
     stack = inspect(host, mount)
-    if not stack.disk:
-        return _report(host, Outcome(mount.mountpoint, SKIPPED, stack.problem), stack)
-    with host.lock(f"disk-{stack.disk}"):
-        stack = inspect(host, mount)  # what an attach or a previous grow did meanwhile
-        return _report(host, _act(host, settings, table, stack), stack)
+    decided = _decide(host, settings, table, stack)
+    if isinstance(decided, Plan):
+        with host.lock(f"disk-{stack.disk}"):
+            stack = inspect(host, mount)  # an attach or another grow may have acted meanwhile
+            decided = _decide(host, settings, table, stack)
+            if isinstance(decided, Plan):
+                decided = _run(host, stack, decided)
+    return _report(host, decided, stack)
 
 
-def _act(host: Host, settings: Settings, table: Sequence[mounts.Mount], stack: Stack) -> Outcome:
-    mountpoint = stack.mountpoint
+def _decide(host: Host, settings: Settings, table: Sequence[mounts.Mount],
+            stack: Stack) -> Union[Outcome, Plan]:
+    """The outcome when nothing is to run, else the plan to run."""
     if stack.problem:
-        return Outcome(mountpoint, SKIPPED, stack.problem)
-    nogrow = nogrow_entry(mounts.fstab(host), [m.mountpoint for m in _on_disk(host, table,
-                                                                               stack.disk)])
+        return Outcome(stack.mountpoint, SKIPPED, stack.problem)
+    on_disk = [m.mountpoint for m in _on_disk(host, table, stack.disk)]
+    nogrow = nogrow_entry(mounts.fstab(host), on_disk)
     if nogrow:
-        return Outcome(mountpoint, SKIPPED, f"{stack.disk}: {nogrow.mountpoint} has "
+        return Outcome(stack.mountpoint, SKIPPED, f"{stack.disk}: {nogrow.mountpoint} has "
                        f"x-gandi.nogrow in /etc/fstab line {nogrow.lineno}")
     decided = plan(stack, settings.grow_root_lv)
     if not decided.steps:
         why = decided.held or f"{stack.fstype} fills its device ({_human(stack.fs_size)})"
-        return Outcome(mountpoint, UNCHANGED, why)
-    done = []
+        return Outcome(stack.mountpoint, UNCHANGED, why)
+    return decided
+
+
+def _run(host: Host, stack: Stack, decided: Plan) -> Outcome:
+    """Run the steps in order; the first failure stops the rest."""
+    done: List[str] = []
     for step in decided.steps:
         argv = [host.path(a) if a.startswith("/") else a for a in step.argv]
         result = host.run(argv, timeout=STEP_TIMEOUT)
+        # growpart says NOCHANGE (exit 1) when the partition already ends where it can.
         if not result.ok and not (step.layer == "partition" and "NOCHANGE" in result.stdout):
             so_far = f" (done: {', '.join(done)})" if done else ""
-            return Outcome(mountpoint, FAILED, f"{step.layer} {step.device}: "
+            return Outcome(stack.mountpoint, FAILED, f"{step.layer} {step.device}: "
                            f"`{command_line(step.argv)}` failed: {result.why()}{so_far}")
         done.append(f"{step.layer} {step.device} {_human(step.size)} -> {_human(step.grows_to)}")
-    if not host.dry_run:
-        after = inspect(host, _mounted(mounts.mount_table(host), mountpoint) or
-                        mounts.Mount("", mountpoint, stack.fstype, ""))
-        if after.fs_size - stack.fs_size < MIN_GROWTH and decided.steps[-1].layer == "filesystem":
-            return Outcome(mountpoint, FAILED, f"the commands ran ({', '.join(done)}) but "
-                           f"{stack.fstype} on {stack.device} is still {_human(after.fs_size)}")
-    return Outcome(mountpoint, GROWN, ", ".join(done))
+    if not host.dry_run and decided.steps[-1].layer == "filesystem":
+        # A tool that exits 0 without growing (the kernel kept the old partition size) is caught
+        # here, on the filesystem's own superblock, not on the tools' word.
+        try:
+            size, _ = _filesystem_size(host, stack.fstype, stack.device, stack.mountpoint)
+        except (Refused, OSError) as e:
+            return Outcome(stack.mountpoint, FAILED, f"after {', '.join(done)}: superblock "
+                           f"unreadable: {e}")
+        if size - stack.fs_size < MIN_GROWTH:
+            return Outcome(stack.mountpoint, FAILED, f"the commands ran ({', '.join(done)}) but "
+                           f"{stack.fstype} on {stack.device} is still {_human(size)}")
+    return Outcome(stack.mountpoint, GROWN, ", ".join(done))
 
 
 def _report(host: Host, outcome: Outcome, stack: Optional[Stack] = None) -> Outcome:
@@ -510,7 +533,7 @@ def status(host: Host, settings: Settings) -> List[Dict[str, object]]:
     entries = mounts.fstab(host)
     rows: List[Dict[str, object]] = []
     for mountpoint in settings.grow_mountpoints:
-        mount = _mounted(table, mountpoint)
+        mount = mounts.mount_at(host, mountpoint, table)
         row: Dict[str, object] = {"mountpoint": mountpoint}
         rows.append(row)
         if mount is None:

@@ -34,8 +34,6 @@ if "LVM_SYSTEM_DIR" in os.environ:
 
 # What a script run with `lingering` may print before the rest is not kept (it is logged).
 _LINGERING_OUTPUT = 1 << 20
-# O_DIRECT reads are aligned to this (a multiple of every logical block size, 512 or 4096).
-_DIRECT_ALIGN = 4096
 
 
 class InvalidPath(OSError):
@@ -188,32 +186,8 @@ class Host:
                 size -= len(chunk)
             return b"".join(chunks)
 
-    def read_device(self, guest_path: str, size: int, offset: int = 0) -> bytes:
-        """Up to `size` bytes of a block device from `offset`, read past the page cache
-        (O_DIRECT): XFS writes its superblock through its own buffers, so a cached page of the
-        device can be older than the disk. Where O_DIRECT is refused (a plain file of a sample
-        tree, tmpfs), a normal read. Raises OSError like read_text."""
-        import mmap
-
-        start = offset - offset % _DIRECT_ALIGN
-        length = -(-(offset + size - start) // _DIRECT_ALIGN) * _DIRECT_ALIGN
-        try:
-            fd = os.open(self.path(guest_path), os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC)
-        except OSError as e:
-            if e.errno != errno.EINVAL:
-                raise
-            return self.read_bytes(guest_path, size, offset)
-        try:
-            buffer = mmap.mmap(-1, length)  # page-aligned, as O_DIRECT wants
-            try:
-                done = os.preadv(fd, [buffer], start)
-            except OSError as e:
-                if e.errno != errno.EINVAL:
-                    raise
-                return self.read_bytes(guest_path, size, offset)
-            return bytes(buffer[offset - start:min(done, offset - start + size)])
-        finally:
-            os.close(fd)
+    def statvfs(self, guest_path: str) -> os.statvfs_result:
+        return os.statvfs(self.path(guest_path))
 
     def read_attr(self, guest_path: str) -> Optional[str]:
         """A sysfs-style one-line attribute, or None if absent or unreadable."""

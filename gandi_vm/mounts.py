@@ -12,7 +12,7 @@ path, and libmount splits fstab on them), and `\\NNN` is an escaped byte, not a 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from gandi_vm.host import Host, lines
 
@@ -76,12 +76,13 @@ def of_device(table: List[Mount], devno: str, name: str) -> List[Mount]:
     return [m for m in table if m.devno == devno or m.source == f"/dev/{name}"]
 
 
-def mount_at(host: Host, mountpoint: str) -> Optional[Mount]:
-    """The mount visible at a path (the last one stacked there)."""
+def mount_at(host: Host, mountpoint: str,
+             table: Optional[Sequence[Mount]] = None) -> Optional[Mount]:
+    """The mount visible at a path (the last one stacked there), in `table` if given."""
     # The kernel shows mountpoints with symlinks resolved (a disk root /srv -> /data/srv).
     wanted = {mountpoint, host.realpath(mountpoint)}
     found = None
-    for mount in mount_table(host):
+    for mount in mount_table(host) if table is None else table:
         if mount.mountpoint in wanted:
             found = mount
     return found
