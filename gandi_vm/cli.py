@@ -157,9 +157,10 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace, host, settings) -> int:
-    from gandi_vm import disk
-
+    # Each command imports what it uses: an interpreter start is paid at every boot and event.
     if args.command == "disk":
+        from gandi_vm import disk
+
         if args.action == "resize":
             return 1 if any(o.failed for o in disk.resize(host, settings, args.device)) else 0
         handler = {"attach": disk.attach, "detach": disk.detach}
@@ -210,14 +211,14 @@ def _dispatch(args: argparse.Namespace, host, settings) -> int:
 
         return 1 if any(o.failed for o in grow.configured(host, settings)) else 0
     if args.command == "mount-all":
-        from gandi_vm import grow
+        from gandi_vm import disk, grow
 
         outcomes = disk.mount_all(host, settings)
         # The root grew in early-boot; what local-fs.target mounted since then grows here.
         grown = grow.configured(host, settings, skip=("/",))
         return 1 if any(o.failed for o in [*outcomes, *grown]) else 0
     if args.command == "status":
-        from gandi_vm import cpu, grow, memory, net, provision, status, swap
+        from gandi_vm import cpu, disk, grow, memory, net, provision, status, swap
 
         print(status.render(disk.status(host, settings), net.status(host), args.format,
                             cpu.status(host), memory.status(host), swap.status(host),
