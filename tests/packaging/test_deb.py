@@ -63,14 +63,14 @@ def test_dry_run_mount_all_plans_without_changing_anything(root: Chroot):
 
 
 def test_boot_services_enabled_and_units_verify(root: Chroot):
-    for unit in ("gandi-mount.service", "gandi-online-rules.service", "gandi-config.service",
+    for unit in ("gandi-mount.service", "gandi-early.service", "gandi-config.service",
                  "gandi-postboot.service"):
         enabled = subprocess.run(["systemctl", f"--root={root.top}", "is-enabled", unit],
                                  capture_output=True, text=True, check=False)
         assert enabled.stdout.strip() == "enabled", unit
     done = root.run("systemd-analyze", "verify", "--man=no", "gandi-mount.service",
-                    "gandi-online-rules.service", "gandi-config.service", "gandi-disk@vdb.service",
-                    "gandi-iface@ens4.service", "gandi-retune.service")
+                    "gandi-early.service", "gandi-config.service", "gandi-disk@vdb.service",
+                    "gandi-iface@ens4.service", "gandi-retune.service", "gandi-resize@vda.service")
     assert (done.returncode, done.stdout + done.stderr) == (0, "")
     # gandi-postboot.service is left out: verify wants its ExecStart, /gandi/init, to exist, and
     # only the platform's drive brings it (its conditions keep systemd from starting it without).
@@ -119,10 +119,10 @@ def test_edits_survive_reinstall_and_upgrade_and_purge_leaves_nothing(
         "/var/lib/gandi-vm",
         "/etc/gandi",
         "/etc/systemd/system/multi-user.target.wants/gandi-mount.service",
-        "/etc/systemd/system/sysinit.target.wants/gandi-online-rules.service",
+        "/etc/systemd/system/sysinit.target.wants/gandi-early.service",
         "/etc/systemd/system/multi-user.target.wants/gandi-config.service",
         "/var/lib/systemd/deb-systemd-helper-enabled/gandi-mount.service.dsh-also",
-        "/var/lib/systemd/deb-systemd-helper-enabled/gandi-online-rules.service.dsh-also",
+        "/var/lib/systemd/deb-systemd-helper-enabled/gandi-early.service.dsh-also",
         "/var/lib/systemd/deb-systemd-helper-enabled/gandi-config.service.dsh-also",
         "/etc/systemd/system/multi-user.target.wants/gandi-postboot.service",
         "/var/lib/systemd/deb-systemd-helper-enabled/gandi-postboot.service.dsh-also",

@@ -93,10 +93,10 @@ def test_config_files_are_noreplace_and_modes_are_right(built_rpm: Path):
 def test_dependencies_provides_obsoletes_conflicts(built_rpm: Path):
     requires = set(lines(query(built_rpm, "--requires")))
     assert {"python3 >= 3.9", "python3-pyudev", "python3-psutil", "python3-pyyaml", "systemd",
-            "systemd-udev", "e2fsprogs", "iproute", "util-linux"} <= requires
+            "systemd-udev", "e2fsprogs", "iproute", "util-linux", "cloud-utils-growpart"} <= requires
     recommends = set(lines(query(built_rpm, "--recommends")))
-    assert {"xfsprogs", "(dhcp-client or dhcpcd or busybox)", "ethtool", "cloud-utils-growpart",
-            "openssh-server"} <= recommends
+    assert {"xfsprogs", "(dhcp-client or dhcpcd or busybox)", "ethtool", "openssh-server"} <= recommends
+    assert "cloud-utils-growpart" not in recommends
     provides = {line.split()[0] for line in lines(query(built_rpm, "--provides"))}
     assert {"gandi-vm", "gandi-hosting-vm", "gandi-hosting-vm2"} <= provides
     # Unversioned: whatever version of the old agent is installed, an upgrade replaces it.
@@ -104,7 +104,7 @@ def test_dependencies_provides_obsoletes_conflicts(built_rpm: Path):
     assert set(lines(query(built_rpm, "--conflicts"))) == {"gandi-hosting-vm", "gandi-hosting-vm2"}
 
 
-BOOT_UNITS = ("gandi-mount.service gandi-online-rules.service gandi-config.service "
+BOOT_UNITS = ("gandi-mount.service gandi-early.service gandi-config.service "
               "gandi-postboot.service")
 
 
@@ -129,7 +129,9 @@ SCRIPTLETS = {"post": "%{POSTIN}", "preun": "%{PREUN}", "postun": "%{POSTUN}"}
     ("post", 1, [f"systemctl --no-reload preset {BOOT_UNITS}",
                  "systemctl daemon-reload",
                  "udevadm control --reload"]),
-    ("post", 2, ["systemctl daemon-reload", "udevadm control --reload"]),
+    # An upgrade asks whether the unit gandi-early.service replaced was enabled (here: no).
+    ("post", 2, ["systemctl --quiet is-enabled gandi-online-rules.service",
+                 "systemctl daemon-reload", "udevadm control --reload"]),
     ("preun", 0, [f"systemctl --no-reload disable {BOOT_UNITS}",
                   f"rm -rf {CODE_DIR}/gandi_vm/__pycache__ {CODE_DIR}/gandi_vm/plugins/__pycache__"]),
     ("preun", 1, []),
@@ -154,6 +156,30 @@ def test_scriptlets_succeed_without_systemd(built_rpm: Path, tmp_path: Path, scr
                           text=True, timeout=60, env={"PATH": f"{stubs}:{SYSTEM_PATH}"}, check=False)
     assert (done.returncode, done.stderr) == (0, "")
     assert (log.read_text().splitlines() if log.exists() else []) == calls
+
+
+def test_upgrade_from_the_online_rules_unit_carries_its_enablement_over(built_rpm: Path,
+                                                                       tmp_path: Path):
+    """gandi-online-rules.service became gandi-early.service: %systemd_post presets new units on
+    first install only, so an upgrade where the old unit was enabled enables the new one, and
+    disables the old one while its file is still there (its links would dangle after)."""
+    body = query(built_rpm, "--qf", SCRIPTLETS["post"])
+    stubs = tmp_path / "bin"
+    stubs.mkdir()
+    log = tmp_path / "calls"
+    for tool, status in (("systemctl", 0), ("udevadm", 0)):
+        (stubs / tool).write_text(f'#!/bin/sh\necho "{tool} $*" >>"{log}"\nexit {status}\n')
+        (stubs / tool).chmod(0o755)
+    done = subprocess.run(["/bin/sh", "-e", "-c", body, "post", "2"], capture_output=True,
+                          text=True, timeout=60, env={"PATH": f"{stubs}:{SYSTEM_PATH}"}, check=False)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert log.read_text().splitlines() == [
+        "systemctl --quiet is-enabled gandi-online-rules.service",
+        "systemctl --no-reload disable gandi-online-rules.service",
+        "systemctl --no-reload enable gandi-early.service",
+        "systemctl daemon-reload",
+        "udevadm control --reload",
+    ]
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ import configparser
 import re
 import shlex
 from pathlib import Path
+from typing import List
 
 import pytest
 
@@ -14,8 +15,12 @@ from gandi_vm import cli, config
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "udev" / "86-gandi.rules"
 POSTBOOT = REPO / "systemd" / "gandi-postboot.service"
+EARLY = REPO / "systemd" / "gandi-early.service"
+RESIZE = REPO / "systemd" / "gandi-resize@.service"
 # Every unit runs gandi-vm, except the postboot one, which runs the platform's script itself.
 UNITS = sorted(u for u in (REPO / "systemd").glob("*.service") if u != POSTBOOT)
+# The instance udev gives each template (the kernel name, and for a resize the new size).
+INSTANCES = {RESIZE.name: "vda:8388608"}
 
 
 def _unit(path: Path) -> configparser.ConfigParser:
@@ -37,9 +42,10 @@ def test_udev_rule_filters_actions_and_only_delegates():
     assert any('ACTION!="add|change"' in line for line in lines)
     assert not any("RUN" in line or "PROGRAM" in line or "IMPORT{program}" in line for line in lines)
     wanted = re.findall(r'SYSTEMD_WANTS}\+="([^"]+)"', RULES.read_text())
-    assert wanted == ["gandi-disk@%k.service", "gandi-iface@$name.service"]
-    assert (REPO / "systemd" / "gandi-disk@.service").is_file()
-    assert (REPO / "systemd" / "gandi-iface@.service").is_file()
+    assert wanted == ["gandi-resize@%k:$attr{size}.service", "gandi-disk@%k.service",
+                      "gandi-iface@$name.service"]
+    for template in ("gandi-resize@.service", "gandi-disk@.service", "gandi-iface@.service"):
+        assert (REPO / "systemd" / template).is_file(), template
     net = RULES.read_text().split('LABEL="gandi_net"')[1]
     assert 'ACTION!="add|move"' in net, "interfaces: add, and move for a name udev gives"
 
@@ -52,15 +58,86 @@ def test_unit_commands_are_valid_gandi_vm_invocations(unit: Path):
     assert commands
     for command in commands:
         command = command.lstrip("-@:+!")  # systemd's prefixes ('-': a failure is not fatal)
-        argv = shlex.split(command.replace("%I", "vdb").replace("%i", "vdb"))
+        instance = INSTANCES.get(unit.name, "vdb")
+        argv = shlex.split(command.replace("%I", instance).replace("%i", instance))
         assert argv[0] == "/usr/bin/gandi-vm"
         cli._parser().parse_args(argv[1:])  # exits (fails the test) on an unknown command
 
 
-def test_disk_unit_is_bound_to_its_device_and_follows_its_reloads():
-    unit = _unit(REPO / "systemd" / "gandi-disk@.service")["Unit"]
-    assert unit["BindsTo"] == "dev-%i.device"
-    assert unit["ReloadPropagatedFrom"] == "dev-%i.device"
+def test_disk_unit_is_bound_to_its_device_and_ignores_its_change_events():
+    unit = _unit(REPO / "systemd" / "gandi-disk@.service")
+    assert unit["Unit"]["BindsTo"] == "dev-%i.device"
+    # A reload followed every change uevent, and udev sends one each time a writer closes the
+    # disk: an interpreter start each. A capacity change has its own unit, gandi-resize@.
+    assert "ReloadPropagatedFrom" not in unit["Unit"]
+    assert "ExecReload" not in unit["Service"]
+
+
+def _block_rule_lines() -> List[str]:
+    block = RULES.read_text().split('LABEL="gandi_block"')[1].split('LABEL="gandi_net"')[0]
+    return [line for line in block.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def test_rule_starts_a_resize_on_a_capacity_change_only():
+    lines = _block_rule_lines()
+    resize = [line for line in lines if "gandi-resize@" in line]
+    assert len(resize) == 1
+    line = resize[0]
+    # The kernel marks the change uevent of a capacity change RESIZE=1; any other change (a writer
+    # closing the disk) must start nothing, and neither must add, bind or a partition's events.
+    assert line.startswith('ACTION=="change", ENV{RESIZE}=="1", ENV{DEVTYPE}=="disk", ')
+    # A name per size: systemd does not start again a name the previous event listed.
+    assert 'ENV{SYSTEMD_WANTS}+="gandi-resize@%k:$attr{size}.service"' in line
+    assert 'TAG+="systemd"' in line
+    assert "RUN" not in line and "PROGRAM" not in line
+    # Below the block branch's filters: only disks a hypervisor attaches, and the ACTION filter.
+    kernel_filter = next(i for i, text in enumerate(lines) if text.startswith('KERNEL!="vd*'))
+    action_filter = next(i for i, text in enumerate(lines) if text.startswith("ACTION!="))
+    assert action_filter < kernel_filter < lines.index(line)
+
+
+def test_resize_unit_runs_disk_resize_for_its_instance_on_demand_only():
+    unit = _unit(RESIZE)
+    service = unit["Service"]
+    assert shlex.split(service["ExecStart"]) == ["/usr/bin/gandi-vm", "disk", "resize", "%i"]
+    assert service["Type"] == "oneshot"
+    # A later resize of the same disk must be able to run it again.
+    assert "RemainAfterExit" not in service
+    assert service["SyslogIdentifier"] == "gandi" and "TimeoutStartSec" in service
+    # A runtime unit: default dependencies (after the local filesystems), started by udev only.
+    assert "DefaultDependencies" not in unit["Unit"]
+    assert not unit.has_section("Install")
+    # The instance is vda:SECTORS, not a device name: nothing can bind to a device unit by it.
+    assert "BindsTo" not in unit["Unit"]
+
+
+def test_early_unit_grows_before_local_fs_and_renders_the_rule_before_coldplug():
+    unit = _unit(EARLY)
+    # One process for both early jobs: no interpreter start of its own for the growth.
+    assert shlex.split(unit["Service"]["ExecStart"]) == ["/usr/bin/gandi-vm", "early-boot"]
+    assert unit["Unit"]["DefaultDependencies"] == "no"
+    after = set(unit["Unit"]["After"].split())
+    before = set(unit["Unit"]["Before"].split())
+    # An online resize needs / read-write; udevd handles the partition and LVM events.
+    assert {"systemd-remount-fs.service", "systemd-udevd.service"} <= after
+    assert {"systemd-udev-trigger.service", "local-fs.target", "sysinit.target"} <= before
+    assert not after & before
+    assert unit["Service"]["Type"] == "oneshot" and "TimeoutStartSec" in unit["Service"]
+    assert unit["Install"]["WantedBy"] == "sysinit.target"
+
+
+def test_installable_units_are_the_ones_the_preset_and_the_rpm_enable():
+    """A unit with an [Install] section is enabled on Fedora/RHEL by the preset on first install
+    and named in the rpm's scriptlets; any other name there would be a stale one."""
+    installable = {path.name for path in (REPO / "systemd").glob("*.service")
+                   if _unit(path).has_section("Install")}
+    preset = {line.split()[1] for line in (REPO / "packaging/85-gandi-vm.preset").read_text().splitlines()
+              if line.startswith("enable ")}
+    assert preset == installable
+    spec = (REPO / "rpm/gandi-vm.spec").read_text()
+    for macro in ("%systemd_post", "%systemd_preun", "%systemd_postun"):
+        line = next(line for line in spec.splitlines() if line.startswith(macro + " "))
+        assert set(line.split()[1:]) == installable, macro
 
 
 def test_iface_unit_is_bound_to_its_interface():

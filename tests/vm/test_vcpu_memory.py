@@ -23,11 +23,11 @@ def test_the_kernel_leaves_hotplugged_memory_offline_here(guest: Guest):
     rule = guest.check("cat /run/udev/rules.d/87-gandi-online.rules")
     assert 'ATTR{state}="online"' in rule and 'ATTR{online}="1"' in rule
     # Rendered for the configuration before udev's coldplug, by its own early boot unit.
-    assert guest.check("systemctl is-active gandi-online-rules.service").strip() == "active"
+    assert guest.check("systemctl is-active gandi-early.service").strip() == "active"
     trigger_started = guest.check("systemctl show -p InactiveExitTimestampMonotonic --value "
                                   "systemd-udev-trigger.service")
     rule_written = guest.check("systemctl show -p ActiveEnterTimestampMonotonic --value "
-                               "gandi-online-rules.service")
+                               "gandi-early.service")
     assert int(rule_written) <= int(trigger_started), "the rule must be in place before coldplug"
 
 
