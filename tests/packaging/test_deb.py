@@ -4,6 +4,7 @@ resolving its dependencies from the distro, as when a guest image is built."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -132,3 +133,60 @@ def test_edits_survive_reinstall_and_upgrade_and_purge_leaves_nothing(
     left = [path for path in ours if os.path.lexists(root.path(path))]
     assert left == []
     assert root.run("dpkg-query", "-W", "gandi-vm").returncode != 0
+
+
+def old_package(built_deb: Path, workdir: Path) -> Path:
+    """The package as the builds before gandi-early.service were: the same boot unit named
+    gandi-online-rules.service and enabled under that name by the maintainer scripts, at a lower
+    version."""
+    tree = workdir / "old"
+    subprocess.run(["dpkg-deb", "-R", str(built_deb), str(tree)], check=True)
+    units = tree / "lib/systemd/system"
+    (units / "gandi-early.service").rename(units / "gandi-online-rules.service")
+    for name in ("postinst", "prerm", "postrm", "md5sums"):
+        script = tree / "DEBIAN" / name
+        if script.exists():
+            script.write_text(script.read_text().replace("gandi-early.service",
+                                                         "gandi-online-rules.service"))
+    postinst = tree / "DEBIAN" / "postinst"
+    # Those builds had no migration of their own to run.
+    text, count = re.subn(r"\n# An upgrade from a build that shipped .*?\nfi\n", "\n",
+                          postinst.read_text(), flags=re.S)
+    assert count == 1, "the postinst's migration block moved: update this test"
+    postinst.write_text(text)
+    control = tree / "DEBIAN" / "control"
+    control.write_text("".join(
+        "Version: 0.0.1\n" if line.startswith("Version:") else line
+        for line in control.read_text().splitlines(keepends=True)))
+    target = workdir / "gandi-vm-old.deb"
+    subprocess.run(["dpkg-deb", "--root-owner-group", "-b", str(tree), str(target)],
+                   check=True, capture_output=True)
+    return target
+
+
+def test_upgrade_from_the_online_rules_unit_leaves_no_dangling_link(
+        root: Chroot, built_deb: Path, tmp_path: Path):
+    """gandi-online-rules.service became gandi-early.service: after an upgrade the new unit is
+    enabled and nothing of the old one's enablement is left (its unit file is gone)."""
+    root.check("dpkg", "--purge", "gandi-vm")  # order-independent: start clean (a no-op if gone)
+    shutil.copy(old_package(built_deb, tmp_path), root.path("/tmp/old.deb"))
+    root.check("apt-get", "install", "-y", "-q", "--no-install-recommends", "/tmp/old.deb")
+    old_link = root.path("/etc/systemd/system/sysinit.target.wants/gandi-online-rules.service")
+    old_state = root.path("/var/lib/systemd/deb-systemd-helper-enabled/"
+                          "gandi-online-rules.service.dsh-also")
+    assert old_link.is_symlink() and old_state.exists(), "the old build enabled its unit"
+
+    root.check("apt-get", "install", "-y", "-q", "--no-install-recommends", "/tmp/gandi-vm.deb")
+
+    assert not os.path.lexists(old_link) and not os.path.lexists(old_state)
+    enabled = subprocess.run(["systemctl", f"--root={root.top}", "is-enabled", "gandi-early.service"],
+                             capture_output=True, text=True, check=False)
+    assert enabled.stdout.strip() == "enabled"
+
+    def target(link: Path) -> Path:
+        pointed = os.readlink(link)
+        return root.path(pointed) if pointed.startswith("/") else link.parent / pointed
+
+    dangling = [str(link) for link in root.path("/etc/systemd/system").rglob("*")
+                if link.is_symlink() and "gandi" in link.name and not target(link).exists()]
+    assert dangling == []
