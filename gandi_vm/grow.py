@@ -39,7 +39,9 @@ log = logging.getLogger("gandi")
 # disk past the last 1 MiB boundary, an XFS allocation group too small to add, a partial extent).
 MIN_GROWTH = 16 << 20
 GROW_DIR = "/run/gandi/grow"
-STEP_TIMEOUT = 600  # a filesystem grown by terabytes still takes seconds; a hung tool does not
+# A filesystem grown by terabytes takes seconds to a few minutes; a hung tool never ends. The
+# units' own budgets (gandi-early, gandi-resize@) cover every step at this bound.
+STEP_TIMEOUT = 240
 GROWABLE = EXT + ("xfs", "btrfs")
 
 GROWN, UNCHANGED, SKIPPED, FAILED = "grown", "unchanged", "skipped", "failed"
@@ -235,6 +237,8 @@ def inspect(host: Host, mount: mounts.Mount) -> Stack:
 def _inspect(host: Host, mount: mounts.Mount, stack: Stack) -> Stack:
     if mount.fstype not in GROWABLE:
         raise Refused(f"{mount.fstype} cannot be grown online")
+    if mount.read_only:  # the owner's ro in /etc/fstab: resizing writes to the filesystem
+        raise Refused("mounted read-only")
     device = _device_of(host, mount)
     fs_size, devid = _filesystem_size(host, mount.fstype, device, mount.mountpoint)
     stack = replace(stack, device=device, fs_size=fs_size, btrfs_devid=devid)

@@ -54,6 +54,7 @@ class Mount:
     mountpoint: str
     fstype: str
     source: str
+    read_only: bool = False  # this mount's own options say ro (growing it would fail)
 
 
 def mount_table(host: Host) -> List[Mount]:
@@ -63,7 +64,8 @@ def mount_table(host: Host) -> List[Mount]:
         try:
             sep = parts.index("-", 6)
             mounts.append(
-                Mount(parts[2], unescape(parts[4]), parts[sep + 1], unescape(parts[sep + 2]))
+                Mount(parts[2], unescape(parts[4]), parts[sep + 1], unescape(parts[sep + 2]),
+                      "ro" in parts[5].split(","))
             )
         except (ValueError, IndexError):
             continue

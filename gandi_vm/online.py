@@ -3,9 +3,9 @@ bounded retries that the boot-time handlers use.
 
 The rule is the fast path: `ATTR{online}="1"` is a sysfs write done by udevd itself while it
 processes the event, no process is spawned. udev cannot read /etc/default/gandi, so the rule is
-rendered from the configuration (`gandi-vm hotplug-rules`, by gandi-online-rules.service before
-udev's coldplug at boot) into /run/udev/rules.d, where
-it overrides the shipped default of the same name (and a file of that name in /etc overrides both).
+rendered from the configuration (at boot by `gandi-vm early-boot`, gandi-early.service, before
+udev's coldplug; on demand by `gandi-vm hotplug-rules`) into /run/udev/rules.d, where it
+overrides the shipped default of the same name (and a file of that name in /etc overrides both).
 """
 
 from __future__ import annotations

@@ -50,6 +50,19 @@ def test_udev_rule_filters_actions_and_only_delegates():
     assert 'ACTION!="add|move"' in net, "interfaces: add, and move for a name udev gives"
 
 
+def test_only_a_capacity_change_starts_a_unit_on_a_disk_change_event():
+    # udev sends `change` each time a writer closes a disk; systemd 252 starts a listed unit
+    # again when it is not active (a failed gandi-disk@): a change event must list no unit
+    # unless the kernel marked it RESIZE=1.
+    block = RULES.read_text().split('LABEL="gandi_block"')[1].split('LABEL="gandi_net"')[0]
+    delegating = [line for line in block.splitlines()
+                  if "SYSTEMD_WANTS" in line and not line.lstrip().startswith("#")]
+    assert len(delegating) == 2
+    for line in delegating:
+        assert 'ACTION=="add"' in line or ('ACTION=="change"' in line
+                                            and 'ENV{RESIZE}=="1"' in line), line
+
+
 @pytest.mark.parametrize("unit", UNITS, ids=lambda p: p.name)
 def test_unit_commands_are_valid_gandi_vm_invocations(unit: Path):
     # Read the lines themselves: configparser keeps only the last of repeated ExecStart= keys.
