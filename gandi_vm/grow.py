@@ -58,7 +58,7 @@ class Partition:
     number: int
     start: int  # bytes
     size: int  # bytes
-    table: str  # "gpt" or "dos"
+    table: str  # "gpt" or "dos"; "" when not read (the partition ends at the disk's end)
     usable_end: int  # bytes: where the table lets its last partition end
 
 
@@ -314,6 +314,9 @@ def _partition(host: Host, name: str, disk: str, disk_size: int) -> Partition:
     after = [p for p in siblings if sectors(p, "start") > start]
     if after:
         raise Refused(f"{name} is not the last partition of {disk} ({', '.join(after)} follows)")
+    if disk_size - (start + size) < MIN_GROWTH:
+        # Nothing to gain whatever the table says: the usual boot reads sysfs, not the disk.
+        return Partition(name, number, start, size, "", start + size)
     block_size = sysfs.read_number(host, f"/sys/class/block/{disk}/queue/logical_block_size")
     block_size = block_size if block_size in (512, 1024, 2048, 4096) else 512
     try:
