@@ -479,15 +479,15 @@ def _decide(host: Host, settings: Settings, table: Sequence[mounts.Mount],
     """The outcome when nothing is to run, else the plan to run."""
     if stack.problem:
         return Outcome(stack.mountpoint, SKIPPED, stack.problem)
+    decided = plan(stack, settings.grow_root_lv)
+    if not decided.steps:
+        why = decided.held or f"{stack.fstype} fills its device ({_human(stack.fs_size)})"
+        return Outcome(stack.mountpoint, UNCHANGED, why)
     on_disk = [m.mountpoint for m in _on_disk(host, table, stack.disk)]
     nogrow = nogrow_entry(mounts.fstab(host), on_disk)
     if nogrow:
         return Outcome(stack.mountpoint, SKIPPED, f"{stack.disk}: {nogrow.mountpoint} has "
                        f"x-gandi.nogrow in /etc/fstab line {nogrow.lineno}")
-    decided = plan(stack, settings.grow_root_lv)
-    if not decided.steps:
-        why = decided.held or f"{stack.fstype} fills its device ({_human(stack.fs_size)})"
-        return Outcome(stack.mountpoint, UNCHANGED, why)
     return decided
 
 
