@@ -1,4 +1,6 @@
-"""`gandi-vm disk resize`: grow a mounted filesystem after its disk grew (a `change` uevent)."""
+"""`gandi-vm disk resize`: grow a filesystem gandi mounted after its disk grew (a `change` uevent
+with RESIZE=1). The filesystems of CONFIG_GROW_MOUNTPOINTS, the other kind `disk resize` grows,
+are in test_integration_grow.py."""
 
 from __future__ import annotations
 
@@ -7,7 +9,8 @@ import os
 
 import pytest
 
-from gandi_integration import CAP_SYS_RESOURCE, STATE_DIR, has_capability, require
+from gandi_integration import (CAP_SYS_RESOURCE, GROW_STATE_DIR, STATE_DIR, grow_outcomes,
+                               has_capability, require)
 
 EXT4_REFUSED = ("kernel refuses ext4 online resize: CAP_SYS_RESOURCE not in the effective "
                 "capability set")
@@ -20,6 +23,11 @@ def fs_bytes(path) -> int:
 
 def record(name: str) -> dict:
     return json.loads((STATE_DIR / f"{name}.json").read_text())
+
+
+def outcome(run, mountpoint) -> str:
+    """The outcome word of the run's `grow <mountpoint>: ...` line."""
+    return grow_outcomes(run).get(str(mountpoint), ("no line",))[0]
 
 
 def attached(env, disk, label):
@@ -36,22 +44,43 @@ def test_xfs_grows_online_and_a_second_resize_changes_nothing(env):
     mountpoint = attached(env, disk, "big")
     before = fs_bytes(mountpoint)
 
+    state_file = STATE_DIR / f"{disk.name}.json"  # attach's record: resize leaves it alone
+    saved = (state_file.read_bytes(), state_file.stat().st_mtime_ns)
+
     env.grow(disk, 480)
     run = env.gandi("disk", "resize", disk.name)
 
-    assert run.returncode == 0, str(run)
+    assert run.returncode == 0 and outcome(run, mountpoint) == "grown", str(run)
     grown = fs_bytes(mountpoint)
     assert grown > before + 100 * 1024 * 1024, (before, grown)
-    assert record(disk.name)["size"] == 480 * 1024 * 1024
-    state_file = STATE_DIR / f"{disk.name}.json"
-    saved = (state_file.read_bytes(), state_file.stat().st_mtime_ns)
+    grow_file = GROW_STATE_DIR / f"{disk.name}.json"
+    assert json.loads(grow_file.read_text())["state"] == "grown"
 
     again = env.gandi("disk", "resize", disk.name)
 
-    assert again.returncode == 0, str(again)
+    assert again.returncode == 0 and outcome(again, mountpoint) == "unchanged", str(again)
     assert fs_bytes(mountpoint) == grown
     assert (state_file.read_bytes(), state_file.stat().st_mtime_ns) == saved
     assert [m.target for m in env.mounts(disk.name)] == [str(mountpoint)]
+    # A third event for the same size rewrites no record either.
+    grow_saved = (grow_file.read_bytes(), grow_file.stat().st_mtime_ns)
+    assert env.gandi("disk", "resize", disk.name).returncode == 0
+    assert (grow_file.read_bytes(), grow_file.stat().st_mtime_ns) == grow_saved
+
+
+def test_a_disk_enlarged_while_detached_grows_when_attached(env):
+    """No resize event reaches a VM that was off while its disk grew: attach grows it."""
+    require("mkfs.xfs", "xfs_growfs")
+    disk = env.disk("xfs", label="big", size_mb=320)
+    env.grow(disk, 480)
+
+    run = env.gandi("disk", "attach", disk.name)
+
+    assert run.returncode == 0, str(run)
+    mountpoint = env.root / "big"
+    assert [m.target for m in env.mounts(disk.name)] == [str(mountpoint)]
+    assert outcome(run, mountpoint) == "grown", str(run)
+    assert fs_bytes(mountpoint) > 400 * 1024 * 1024
 
 
 def test_xfs_on_the_last_partition_grows_with_its_partition(env):
@@ -65,7 +94,7 @@ def test_xfs_on_the_last_partition_grows_with_its_partition(env):
     env.grow(part, 480)
     run = env.gandi("disk", "resize", part.loop)
 
-    assert run.returncode == 0, str(run)
+    assert run.returncode == 0 and outcome(run, mountpoint) == "grown", str(run)
     assert fs_bytes(mountpoint) > before + 100 * 1024 * 1024, (before, fs_bytes(mountpoint))
     assert [m.target for m in env.mounts(part.name)] == [str(mountpoint)]
 
@@ -81,10 +110,10 @@ def test_ext4_grows_online(env):
     env.grow(disk, 128)
     run = env.gandi("disk", "resize", disk.name)
 
-    assert run.returncode == 0, str(run)
+    assert run.returncode == 0 and outcome(run, mountpoint) == "grown", str(run)
     assert fs_bytes(mountpoint) > before + 32 * 1024 * 1024
     again = env.gandi("disk", "resize", disk.name)
-    assert again.returncode == 0, str(again)
+    assert again.returncode == 0 and outcome(again, mountpoint) == "unchanged", str(again)
 
 
 def test_ext4_grow_refused_by_the_kernel_is_a_one_line_error(env):
@@ -95,17 +124,16 @@ def test_ext4_grow_refused_by_the_kernel_is_a_one_line_error(env):
     disk = env.disk("ext4", label="big", size_mb=64)
     mountpoint = attached(env, disk, "big")
     before = fs_bytes(mountpoint)
-    size_before = record(disk.name)["size"]
 
     env.grow(disk, 128)
     run = env.gandi("disk", "resize", disk.name)
 
-    assert run.returncode == 1, str(run)
+    assert run.returncode == 1 and outcome(run, mountpoint) == "failed", str(run)
     [error] = run.error_lines()
     assert "resize2fs" in error, str(run)
     assert fs_bytes(mountpoint) == before
     assert [m.target for m in env.mounts(disk.name)] == [str(mountpoint)]
-    # Not recorded as done: the next change event tries again (and fails the same way).
-    assert record(disk.name)["size"] == size_before
+    # Not taken as done: the next change event tries again (and fails the same way).
     retry = env.gandi("disk", "resize", disk.name)
     assert retry.returncode == 1 and len(retry.error_lines()) == 1, str(retry)
+    assert "resize2fs" in retry.error_lines()[0], str(retry)
