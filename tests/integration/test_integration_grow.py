@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from gandi_integration import (CAP_SYS_RESOURCE, MiB, Disk, Env, Run, grow_outcomes,
-                               has_capability, mkfs, require, sh)
+                               has_capability, mkfs, require, sh, which)
 
 EXT4_REFUSED = ("kernel refuses ext4 online resize: CAP_SYS_RESOURCE not in the effective "
                 "capability set")
@@ -330,6 +330,18 @@ def test_x_gandi_nogrow_in_fstab_is_obeyed(env):
     assert "nogrow" in grow_outcomes(run)[str(mountpoint)][1], str(run)
 
 
+def test_a_read_only_mount_is_not_grown(env):
+    # Growing writes to the filesystem: the owner's `ro` means no.
+    require("growpart", *TOOLS["ext4"])
+    part = env.partitioned_disk("ext4", None, size_mb=64)
+    mountpoint = env.mount(part, "ro")
+    configure(env, mountpoint)
+    env.grow(part, 128)
+
+    run = assert_refused(env, part, mountpoint)
+    assert "read-only" in grow_outcomes(run)[str(mountpoint)][1], str(run)
+
+
 def test_grow_root_0_grows_nothing(env):
     part, mountpoint = make_partitioned(env, "gpt", "ext4", grows=False)
     configure(env, mountpoint, CONFIG_GROW_ROOT="0")
@@ -352,33 +364,46 @@ def test_less_than_16_mib_gained_is_not_worth_a_rewrite(env):
 
 
 # -- a step that fails ----------------------------------------------------------------------------
-@pytest.mark.parametrize("why", ["read-only mount", "kernel without CAP_SYS_RESOURCE"])
-def test_a_failing_filesystem_step_exits_1_naming_it(env, why):
+def failing(env: Env, tool: str) -> Dict[str, Path]:
+    """`binds` for a run where `tool` fails: a script of the test's, bind-mounted over the real
+    tool in the run's own mount namespace only (the machine's tool stays as it is)."""
+    fake = env.tmp / f"failing-{tool}"
+    fake.write_text(f'#!/bin/sh\necho "{tool}: made to fail by the test" >&2\nexit 2\n')
+    fake.chmod(0o755)
+    return {str(which(tool)): fake}
+
+
+@pytest.mark.parametrize("layer, cause", [("partition", "growpart"), ("filesystem", "resize2fs"),
+                                          ("filesystem", "kernel without CAP_SYS_RESOURCE")])
+def test_a_failing_step_exits_1_naming_it_and_leaves_its_layer_as_it_was(env, layer, cause):
     require("growpart", "resize2fs")
-    if why != "read-only mount" and has_capability(CAP_SYS_RESOURCE):
+    if cause.startswith("kernel") and has_capability(CAP_SYS_RESOURCE):
         pytest.skip("CAP_SYS_RESOURCE is in the effective set: the kernel grows ext4 online here")
     part = env.partitioned_disk("ext4", None, size_mb=64)
-    mountpoint = env.mount(part, "ro" if why == "read-only mount" else "")
+    mountpoint = env.mount(part)
     configure(env, mountpoint)
-    old = entry(part)
-    before = fs_bytes(mountpoint)
     env.grow(part, 128)
+    old, saved = entry(part), snapshot(part, mountpoint)
+    binds = {} if cause.startswith("kernel") else failing(env, cause)
 
-    run = grow(env, mountpoint, "failed")
+    run = grow(env, mountpoint, "failed", binds=binds)
 
-    why_failed = grow_outcomes(run)[str(mountpoint)][1]
-    assert "resize2fs" in why_failed and "filesystem" in why_failed, str(run)
-    assert fs_bytes(mountpoint) == before
-    # The partition step before it stays done (or was left as it was): the table checks out.
-    verify(part)
-    row = entry(part)
-    assert row["start"] == old["start"]
-    assert row["size"] in (old["size"], 128 * MiB // 512 - 33 - row["start"]), (old, row)
-    assert sectors(part.name) == row["size"]
-    # Tried again at the next run, failing the same way, and said so in status.
-    again = grow(env, mountpoint, "failed")
-    assert "resize2fs" in grow_outcomes(again)[str(mountpoint)][1], str(again)
-    assert "resize2fs" in growth(env, mountpoint)["reason"]
+    step = "growpart" if layer == "partition" else "resize2fs"
+    why = grow_outcomes(run)[str(mountpoint)][1]
+    assert layer in why and step in why, str(run)
+    assert ("made to fail" in why) == bool(binds), str(run)  # the test's tool ran, not the real
+    assert fs_bytes(mountpoint) == saved[2]
+    if layer == "partition":  # byte for byte the table of before (its backup not at the end yet)
+        assert snapshot(part, mountpoint) == saved, "a failed growpart changed the table"
+    else:  # the partition step before it stays done, consistent, and the kernel knows it
+        verify(part)
+        row = entry(part)
+        assert row["start"] == old["start"] and row["size"] == 128 * MiB // 512 - 33 - old["start"]
+        assert sectors(part.name) == row["size"]
+    # Tried again at the next run (failing the same way), and status says why it is not grown.
+    again = grow(env, mountpoint, "failed", binds=binds)
+    assert step in grow_outcomes(again)[str(mountpoint)][1], str(again)
+    assert step in growth(env, mountpoint)["reason"]
 
 
 # -- --dry-run ------------------------------------------------------------------------------------
