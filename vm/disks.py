@@ -7,9 +7,11 @@ no mount (sfdisk, mkfs.vfat and mtools write into the file itself).
   in the gap between the partition table and the partition), or a whole disk whose first
   512 KiB are zero (blank: the guest formats it) with the archive after them;
 - an OpenStack config drive: a vfat filesystem labelled `config-2` holding
-  openstack/latest/meta_data.json and user_data (written with mtools: Debian package mtools).
+  openstack/latest/meta_data.json and user_data (written with mtools: Debian package mtools);
+- a partitioned system disk: the test image's root filesystem in GPT partition 1, named
+  `gandiroot`, from 1 MiB (debugfs rewrites its /etc/fstab inside the file).
 
-Used by tests/vm/test_first_boot.py and bench/boot_provision.py.
+Used by tests/vm/test_first_boot.py, tests/vm/test_grow.py and bench/boot_provision.py.
 """
 
 from __future__ import annotations
@@ -27,9 +29,11 @@ from typing import Any, Dict, List, Mapping, Optional, Union
 ARCHIVE_OFFSET = 512 * 1024  # where the platform writes its archive, from the disk's first byte
 PARTITION_START = 1024 * 1024  # the gandiswap partition starts after the archive area
 LINUX_SWAP_GUID = "0657FD6D-A4AB-43C4-84E5-0933C84B4F4F"
+LINUX_FS_GUID = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
+GPT_TAIL = 1024 * 1024  # room after the last partition for the backup GPT (33 sectors, aligned)
 ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
 TOOLS = {"sfdisk": "fdisk", "mkfs.vfat": "dosfstools", "mmd": "mtools", "mcopy": "mtools",
-         "blkid": "util-linux"}
+         "blkid": "util-linux", "debugfs": "e2fsprogs"}
 
 
 def missing_tools() -> List[str]:
@@ -142,3 +146,67 @@ def config_drive(path: Path, meta_data: Mapping[str, Any],
 def filesystem_label(path: Path) -> str:
     """What blkid reads as the image's label (the guest's libblkid reads it the same way)."""
     return _run(["blkid", "-p", "-o", "value", "-s", "LABEL", str(path)]).stdout.strip()
+
+
+def _copy_data(source: Path, target: Path, offset: int) -> None:
+    """Copy the data extents of a sparse file into `target` at `offset` (its holes stay holes:
+    the 2 GiB root filesystem holds about 500 MB)."""
+    with open(source, "rb") as src, open(target, "r+b") as dst:
+        end = os.fstat(src.fileno()).st_size
+        position = 0
+        while position < end:
+            try:
+                start = os.lseek(src.fileno(), position, os.SEEK_DATA)
+            except OSError:  # ENXIO: only a hole is left
+                break
+            stop = os.lseek(src.fileno(), start, os.SEEK_HOLE)
+            src.seek(start)
+            dst.seek(offset + start)
+            left = stop - start
+            while left:
+                chunk = src.read(min(left, 8 << 20))
+                dst.write(chunk)
+                left -= len(chunk)
+            position = stop
+        dst.flush()
+        os.fsync(dst.fileno())
+
+
+def gpt_root_image(image: Path, fstab: str = "/dev/vda1 / ext4 rw,errors=remount-ro 0 1\n") -> Path:
+    """The test image's system disk, partitioned: a GPT whose partition 1, named `gandiroot`,
+    starts at 1 MiB and holds a copy of rootfs.raw's ext4 filesystem, exactly filling it (1 MiB
+    after it for the backup GPT), with /etc/fstab saying `fstab`. Boot it with root=/dev/vda1.
+
+    Derived once per image and kept next to it (IMAGE/rootfs-gpt.raw: vm/build-image's cache
+    removes it with its image); written as a plain file (sfdisk, then debugfs on the filesystem
+    at its offset: no loop device, no mount, the host is left as it was)."""
+    target = image / "rootfs-gpt.raw"
+    if target.exists():
+        return target
+    source = image / "rootfs.raw"
+    fs_size = source.stat().st_size
+    partial = image / "rootfs-gpt.raw.partial"
+    partial.unlink(missing_ok=True)
+    with open(partial, "wb") as f:
+        f.truncate(PARTITION_START + fs_size + GPT_TAIL)
+    script = (f"label: gpt\n"
+              f"start={PARTITION_START // 512}, size={fs_size // 512}, type={LINUX_FS_GUID}, "
+              f"name=gandiroot\n")
+    _run(["sfdisk", "--quiet", "--no-reread", "--no-tell-kernel", str(partial)], input=script)
+    _copy_data(source, partial, PARTITION_START)
+    filesystem = f"{partial}?offset={PARTITION_START}"  # e2fsprogs' unix io option
+    with tempfile.TemporaryDirectory(prefix="gandi-gptroot-") as tmp:
+        new = Path(tmp) / "fstab"
+        new.write_text(fstab)
+        commands = Path(tmp) / "commands"
+        commands.write_text(f"rm /etc/fstab\nwrite {new} /etc/fstab\n"
+                            "sif /etc/fstab mode 0100644\nsif /etc/fstab uid 0\n"
+                            "sif /etc/fstab gid 0\n")
+        _run(["debugfs", "-w", "-f", str(commands), filesystem])
+    # debugfs exits 0 whatever its commands did: read the file back.
+    written = _run(["debugfs", "-R", "cat /etc/fstab", filesystem]).stdout
+    if written != fstab:
+        raise RuntimeError(f"debugfs left /etc/fstab in {partial} as {written!r}")
+    _run(["e2fsck", "-f", "-n", filesystem])
+    partial.rename(target)
+    return target

@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 QEMU = "qemu-system-x86_64"
-CMDLINE = "root=/dev/vda rw console=ttyS0 panic=-1 systemd.show_status=0 mitigations=off"
+# The kernel command line after root=DEVICE (Guest's `root`: /dev/vda for the image's whole-disk
+# filesystem, /dev/vda1 for a partitioned root disk).
+CMDLINE = "rw console=ttyS0 panic=-1 systemd.show_status=0 mitigations=off"
 # Seconds from QEMU's start to `systemctl is-system-running` = running for the test image under
 # TCG on an idle lab machine. Every wait below is written for such a machine; a guest that boots
 # slower (other guests running, a slower CPU) runs every later step slower alike, so its waits
@@ -235,12 +237,25 @@ class Guest:
     written in place. With persistent=True the root disk is a qcow2 overlay of the image in the
     guest's working directory instead of a snapshot, so that what the guest wrote survives
     reboot() (a clean power-off, then a boot of the same disks); the image itself is never
-    written either way. kernel_args are appended to the kernel command line."""
+    written either way. kernel_args are appended to the kernel command line.
+
+    The root disk is the image's rootfs.raw (ext4 on the whole disk, root=/dev/vda) unless
+    root_disk names another raw image, such as disks.gpt_root_image()'s, booted with
+    root=`root` (/dev/vda1 for that one). root_size (bytes) gives the root disk a larger virtual
+    size than its image: a qcow2 overlay of that size in the working directory, as a platform
+    hands out a system disk bigger than the filesystem on it. resize_root() grows it while the
+    guest runs (QMP block_resize)."""
 
     def __init__(self, image: Path, boot_disks: Sequence[Path] = (), persistent: bool = False,
-                 kernel_args: str = ""):
+                 kernel_args: str = "", root_disk: Optional[Path] = None, root: str = "/dev/vda",
+                 root_size: Optional[int] = None):
         self.image = image
         self.kernel_args = kernel_args  # appended to CMDLINE (boot-time tracing, for a bench)
+        self.root_disk = root_disk or image / "rootfs.raw"
+        self.root = root
+        if root_size is not None and root_size < self.root_disk.stat().st_size:
+            raise ValueError(f"root_size {root_size} is smaller than {self.root_disk}")
+        self.root_size = root_size
         self.boot_disks = list(boot_disks)
         self.persistent = persistent
         self.workdir = Path(tempfile.mkdtemp(prefix="gandi-vm-"))
@@ -266,7 +281,7 @@ class Guest:
                 "-device", "virtio-serial", "-device",
                 "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0",
                 "-kernel", str(self.image / "vmlinuz"), "-initrd", str(self.image / "initrd.img"),
-                "-append", f"{CMDLINE} {self.kernel_args}".strip(),
+                "-append", f"root={self.root} {CMDLINE} {self.kernel_args}".strip(),
                 "-drive", self._root_drive(),
                 "-device", "virtio-blk-pci,drive=root",
                 "-netdev", f"user,id=net0,hostname={DHCP_HOSTNAME},"
@@ -278,12 +293,16 @@ class Guest:
         return argv
 
     def _root_drive(self) -> str:
-        if not self.persistent:
-            return f"file={self.image / 'rootfs.raw'},format=raw,if=none,id=root,snapshot=on"
+        """The root drive, whose BlockBackend is `root` (block_resize's device): the image in
+        snapshot mode, or an overlay of it in the working directory when the guest is persistent
+        or its root disk larger than the image (the image is never written either way)."""
+        if not self.persistent and self.root_size is None:
+            return f"file={self.root_disk},format=raw,if=none,id=root,snapshot=on"
         overlay = self.workdir / "root.qcow2"
         if not overlay.exists():
             subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
-                            str(self.image / "rootfs.raw"), str(overlay)],
+                            str(self.root_disk), str(overlay)]
+                           + ([str(self.root_size)] if self.root_size is not None else []),
                            check=True, capture_output=True)
         return f"file={overlay},format=qcow2,if=none,id=root"
 
@@ -433,6 +452,16 @@ class Guest:
 
     def resize_disk(self, device_id: str, size: int) -> None:
         self.qmp.execute("block_resize", **{"node-name": self._disks[device_id]}, size=size)
+
+    def resize_root(self, size: int) -> None:
+        """Grow the root disk to `size` bytes while the guest runs (block_resize of the `root`
+        BlockBackend: the snapshot's or the overlay's top node; the image stays as it is). The
+        guest's kernel sees the new capacity and sends a change uevent with RESIZE=1."""
+        self.qmp.execute("block_resize", device="root", size=size)
+
+    def disk_sectors(self, name: str = "vda") -> int:
+        """The guest kernel's size of a block device, in 512-byte sectors (sysfs)."""
+        return int(self.check(f"cat /sys/class/block/{name}/size"))
 
     def add_nic(self, device_id: str, mac: str, net: str = "10.0.3.0/24") -> None:
         """Hot-plug a virtio NIC on a user-mode network of its own (own DHCP server on net)."""
