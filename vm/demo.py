@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Show gandi-vm at work in a real guest: hot-plug a disk, the platform's swap disk, a NIC, a vCPU
-and memory, then unplug the disk and the NIC.
+and memory, grow the system disk, then unplug the disk and the NIC.
 
 Builds or reuses the end-to-end test guest (vm/build-image, needs root), boots it under QEMU and
 tells what the guest did with each resource, with the time each step took, measured from QMP's
@@ -12,7 +12,7 @@ machine and stretched by how much slower than that the guest booted (qemu_guest.
 
 The summary lists each scenario as passed, FAILED (with why) or skipped. Exit status: 0 when every
 scenario passed (the guest booted, the disk was mounted, the swap disk formatted and swapped on,
-the NIC configured, the disk and the NIC were cleaned
+the NIC configured, / grew with its disk, the disk and the NIC were cleaned
 up after their unplug, the vCPU and the memory came online, the guest powered off); 1 otherwise
 (the guest's journal for gandi-* units and its console tail are printed at each failure).
 
@@ -42,6 +42,8 @@ ONLINE_WAIT = 15.0  # udevd onlines a vCPU or a memory block while it handles th
 DISK_WAIT = 30.0  # gandi-disk@: one python3 start, blkid, e2fsck, mount
 NIC_WAIT = 60.0  # gandi-iface@: the DHCP client's first DISCOVER comes after a delay under TCG
 CLEANUP_WAIT = 30.0  # the units' ExecStop after an unplug
+GROW_WAIT = 60.0  # gandi-resize@: one python3 start, resize2fs
+ROOT_GROWTH = 1 << 30  # what block_resize adds to the system disk
 LABEL = "demo-data"
 MOUNTPOINT = f"/srv/{LABEL}"
 DISK_ID = "demo-disk"
@@ -216,6 +218,28 @@ def swap_plug(guest: Guest, story: Story, tmp: Path) -> Outcome:
     if f"/dev/{partition} " not in swaps.stdout:
         raise ScenarioFailed(f"{unit} succeeded but /dev/{partition} is not swapped on")
     return f"/dev/{partition} formatted with mkswap -L swap and swapped on", took
+
+
+def root_grow(guest: Guest, story: Story) -> Outcome:
+    story.step(f"System disk: grow it by {ROOT_GROWTH >> 30} GiB while the guest runs (QMP block_resize)")
+    df = "df -h --output=source,size,used,avail,target /"
+    story.show(guest.check(df))
+    disk = guest.disk_sectors("vda") * 512
+    before = int(guest.check("df -B1 --output=size / | tail -n 1"))
+    guest.resize_root(disk + ROOT_GROWTH)
+    acked = time.monotonic()
+    unit = f"gandi-resize@vda:{(disk + ROOT_GROWTH) // 512}.service"
+    story.say(f"block_resize acknowledged; the kernel's change uevent (RESIZE=1) starts {unit}; "
+              f"waiting up to {guest.scaled(GROW_WAIT):.0f} s for df to show / grown")
+    took = guest.poll(f"test $(df -B1 --output=size / | tail -n 1) -ge {before + ROOT_GROWTH * 9 // 10}",
+                      GROW_WAIT, acked)
+    story.show(guest.check(df))
+    story.say("what the unit logged:")
+    story.show(guest.run(f"journalctl -b -o cat --no-pager -t gandi -u {unit}").stdout)
+    if took is None:
+        raise ScenarioFailed(f"/ not grown {guest.scaled(GROW_WAIT):.0f} s after block_resize")
+    story.say(f"/ grown online {took:.2f} s after the acknowledgement, no reboot")
+    return f"/ grown by {ROOT_GROWTH >> 30} GiB online", took
 
 
 def nic(guest: Guest, story: Story, found: Dict[str, str]) -> Outcome:
@@ -396,6 +420,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         with tempfile.TemporaryDirectory(prefix="gandi-demo-") as tmp:
             scene(guest, story, "disk plug -> mounted", lambda: disk_plug(guest, story, found, Path(tmp)))
             scene(guest, story, "swap disk plug -> swap on", lambda: swap_plug(guest, story, Path(tmp)))
+            scene(guest, story, "system disk grown -> / grown", lambda: root_grow(guest, story))
             scene(guest, story, "nic plug -> address", lambda: nic(guest, story, found))
             scene(guest, story, "memory plug -> online", lambda: memory(guest, story))
             # vCPUs last: the least stable hotplug of this QEMU under TCG (QEMU-NOTES)
