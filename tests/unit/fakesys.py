@@ -1,5 +1,6 @@
 """Fake-system builders for the unit tests (used by conftest.py and imported by test modules):
-sysfs block devices, network interfaces, vCPUs and memory blocks, /proc/self/mountinfo,
+sysfs block devices and the headers on them (partition tables, superblocks, LVM labels),
+network interfaces, vCPUs and memory blocks, /proc/self/mountinfo,
 per-interface /proc/sys values, and a Host whose commands return canned results and are recorded
 (argv lists) instead of being executed.
 
@@ -9,7 +10,10 @@ under test sees an ordinary tree rooted at "/" (or at `root` when a test uses --
 
 from __future__ import annotations
 
+import errno
 import os
+import struct
+import zlib
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from gandi_vm.host import Host, Result
@@ -91,6 +95,28 @@ def set_size(name: str, size_sectors: int, root: str = "/") -> None:
     _write(_at(root, f"/sys/class/block/{name}/size"), f"{size_sectors}\n")
 
 
+def set_attr(name: str, attr: str, value: object, root: str = "/") -> None:
+    """A sysfs attribute of a block device: set_attr("vda1", "start", 2048),
+    set_attr("vda", "queue/logical_block_size", 4096), set_attr("dm-0", "dm/name", "vg-root")."""
+    _write(_at(root, f"/sys/class/block/{name}/{attr}"), f"{value}\n")
+
+
+def write_device(name: str, data: bytes, offset: int = 0, root: str = "/") -> None:
+    """Put `data` at `offset` in /dev/NAME (zeros before it if the node is shorter): a partition
+    table, a superblock, an LVM label, where the code under test reads them."""
+    path = _at(root, f"/dev/{name}")
+    try:
+        with open(path, "rb") as f:
+            content = f.read()
+    except FileNotFoundError:
+        content = b""
+    content = content.ljust(offset, b"\0")
+    content = content[:offset] + data + content[offset + len(data):]
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(content)
+
+
 def escape(field: str) -> str:
     """The kernel's mountinfo escaping (space, tab, newline, backslash as \\NNN)."""
     return "".join(f"\\{ord(c):03o}" if c in " \t\n\\" else c for c in field)
@@ -142,6 +168,89 @@ def blkid_udev(fstype: str = "ext4", label: Optional[str] = None, uuid: str = ""
         lines.append(f"ID_FS_USAGE={usage}")
     lines += [f"{k}={v}" for k, v in extra.items()]
     return "".join(line + "\n" for line in lines)
+
+
+# -- on-disk headers, as the tools write them (grow.py reads them) -------------------------
+def ext4_superblock(size: int, block: int = 4096) -> bytes:
+    """The 1024 bytes at offset 1024: blocks count (low 32 bits, high 32 bits with the 64bit
+    feature), log2(block size) - 10, the magic."""
+    sb = bytearray(1024)
+    blocks = size // block
+    struct.pack_into("<I", sb, 0x04, blocks & 0xFFFFFFFF)
+    struct.pack_into("<I", sb, 0x18, block.bit_length() - 11)
+    sb[0x38:0x3A] = b"\x53\xef"
+    struct.pack_into("<I", sb, 0x60, 0x80 | 0x40 | 0x2)  # 64bit, extents, filetype
+    struct.pack_into("<I", sb, 0x150, blocks >> 32)
+    return bytes(sb)
+
+
+def xfs_superblock(size: int, block: int = 4096, log_blocks: int = 2560) -> bytes:
+    """Big-endian: sb_blocksize, sb_dblocks, sb_logstart (internal log), sb_logblocks."""
+    sb = bytearray(512)
+    sb[:4] = b"XFSB"
+    struct.pack_into(">IQ", sb, 4, block, size // block)
+    struct.pack_into(">Q", sb, 48, (size // block) // 2 if log_blocks else 0)
+    struct.pack_into(">I", sb, 96, log_blocks)
+    return bytes(sb)
+
+
+def btrfs_superblock(size: int, devid: int = 1) -> bytes:
+    """At 64 KiB: the magic at 0x40, then dev_item (devid, total_bytes) at 0xC9."""
+    sb = bytearray(4096)
+    sb[0x40:0x48] = b"_BHRfS_M"
+    struct.pack_into("<QQ", sb, 0x70, size, 0)  # the filesystem's total, not what is read
+    struct.pack_into("<QQ", sb, 0xC9, devid, size)
+    return bytes(sb)
+
+
+def mbr(entries: Sequence[Tuple[int, int, int]], signature: bytes = b"\x55\xaa") -> bytes:
+    """A DOS table: (type, first LBA, sectors) for up to four primary entries."""
+    sector = bytearray(512)
+    for i, (kind, start, sectors) in enumerate(entries):
+        entry = 446 + 16 * i
+        sector[entry + 4] = kind
+        struct.pack_into("<II", sector, entry + 8, start, min(sectors, 0xFFFFFFFF))
+    sector[510:512] = signature
+    return bytes(sector)
+
+
+def gpt(disk_size: int, block: int = 512, entries: int = 128, entry_size: int = 128,
+        header: bool = True, good_crc: bool = True) -> bytes:
+    """The protective MBR (LBA 0) and the primary GPT header (LBA 1), its CRC32 computed over
+    its 92 bytes with the CRC field zeroed, as UEFI specifies."""
+    blocks = disk_size // block
+    lba0 = mbr([(0xEE, 1, blocks - 1)]).ljust(block, b"\0")
+    if not header:
+        return lba0 + bytes(block)
+    backup = 1 + -(-entries * entry_size // block)
+    head = bytearray(block)
+    struct.pack_into("<8sIII", head, 0, b"EFI PART", 0x00010000, 92, 0)
+    struct.pack_into("<QQQQ", head, 24, 1, blocks - 1, 2 + -(-entries * entry_size // block),
+                     blocks - 1 - backup)
+    head[56:72] = bytes(range(16))  # disk GUID
+    struct.pack_into("<QIII", head, 72, 2, entries, entry_size, 0)
+    crc = zlib.crc32(bytes(head[:92]))
+    struct.pack_into("<I", head, 16, crc if good_crc else crc ^ 0x5A5A)
+    return lba0 + bytes(head)
+
+
+def gpt_usable_end(disk_size: int, block: int = 512, entries: int = 128,
+                   entry_size: int = 128) -> int:
+    """Where the backup entry array starts (the backup header is the disk's last block)."""
+    return disk_size - (1 + -(-entries * entry_size // block)) * block
+
+
+def lvm_pv_label(size: int, pe_start: int = 1 << 20, sector: int = 1, offset: int = 32) -> bytes:
+    """The first sectors of an LVM2 physical volume: the label ("LABELONE", its sector, a CRC,
+    the offset of the PV header, "LVM2 001"), then the PV header: its uuid, the device size it
+    recorded, and the first data area (where the extents start)."""
+    label = bytearray(512)
+    label[:8] = b"LABELONE"
+    struct.pack_into("<QII", label, 8, sector, 0, offset)
+    label[24:32] = b"LVM2 001"
+    label[offset:offset + 32] = b"pvuuid" * 5 + b"xx"
+    struct.pack_into("<QQ", label, offset + 32, size, pe_start)  # then zeros: the list's end
+    return bytes(sector * 512) + bytes(label)
 
 
 # -- network interfaces ---------------------------------------------------------------------
@@ -260,6 +369,8 @@ class FakeHost(Host):
     - e2fsck exits with `fsck_rc`; mount with `mount_rc` and, on success, appends the device
       to the fake mountinfo; umount removes the mount (or fails with `umount_rc`).
     - anything in `handlers[program basename or full path]` overrides; unknown programs -> 127.
+    - statvfs answers from `statfs[guest path] = (f_blocks, f_frsize)`; absent -> ENOENT (pyfakefs
+      has no statvfs of its own: the real one would describe the machine running the tests).
     In dry-run, commands that change the system keep Host's behaviour (a printed plan line).
     """
 
@@ -272,6 +383,13 @@ class FakeHost(Host):
         self.umount_rc = 0
         self.handlers: Dict[str, Handler] = {}
         self.lingering: List[List[str]] = []  # commands whose output may outlive them
+        self.statfs: Dict[str, Tuple[int, int]] = {}
+
+    def statvfs(self, guest_path: str) -> os.statvfs_result:
+        if guest_path not in self.statfs:
+            raise FileNotFoundError(errno.ENOENT, "no statfs in this fake system", guest_path)
+        blocks, frsize = self.statfs[guest_path]
+        return os.statvfs_result((frsize, frsize, blocks, 0, 0, 0, 0, 0, 0, 255))
 
     def run(self, argv, timeout, changes=True, input=None, lingering=False):
         if changes and self.dry_run:

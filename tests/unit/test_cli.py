@@ -155,6 +155,9 @@ def test_status_yaml_parses(vm, fs, capsys):
     assert rows["vda1"]["mountpoint"] == "/"
     assert set(rows["vdb"]) == {"device", "size", "fstype", "label", "mountpoint", "state",
                                 "reason"}
+    assert data["growth"] == [{"mountpoint": "/", "device": None, "disk": None, "disk_size": None,
+                               "partition_end": None, "filesystem_size": None, "left": 0,
+                               "state": "refused", "reason": "no ext4 superblock"}]
 
 
 def test_status_after_attach_and_unplug(vm, fs, capsys):
@@ -176,6 +179,12 @@ def test_status_text_is_a_table(vm, capsys):
     assert rest.splitlines()[0].startswith("CPUS ")
     assert [line.split()[0] for line in lines[1:]] == ["vda", "vda1", "vdb"]
     assert "1.0GiB" in lines[3]
+    # After the other sections, the GROW table: one row per CONFIG_GROW_MOUNTPOINTS (here `/`,
+    # whose vda1 holds no superblock in this fake tree).
+    *_, growth = rest.rstrip("\n").split("\n\n")
+    assert [line.split() for line in growth.splitlines()] == [
+        ["GROW", "DISK", "DISK_SIZE", "PARTITION_END", "FILESYSTEM_SIZE", "LEFT", "STATE", "REASON"],
+        ["/", "-", "-", "-", "-", "0B", "refused", "no", "ext4", "superblock"]]
 
 
 # -- the last resort -------------------------------------------------------------------------------
