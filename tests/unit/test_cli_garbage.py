@@ -35,7 +35,8 @@ CASES = {
 }
 COMMANDS = (["status"], ["status", "--format", "yaml"], ["cpu", "online-all", "--dry-run"],
             ["memory", "online-all", "--dry-run"], ["hotplug-rules", "--dry-run"], ["config", "list"],
-            ["mount-all", "--dry-run"], ["iface", "attach-all", "--dry-run"])
+            ["mount-all", "--dry-run"], ["iface", "attach-all", "--dry-run"], ["grow", "--dry-run"],
+            ["early-boot", "--dry-run"], ["disk", "resize", "vda:123", "--dry-run"])
 
 
 def fingerprint(root: Path) -> Dict[str, str]:

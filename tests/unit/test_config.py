@@ -82,6 +82,12 @@ def test_unknown_key_is_a_warning_naming_the_line():
     ("CONFIG_DISK_ROOT=/srv/\udcff", "disk_root"),
     ("CONFIG_SSHMGMT_KEY=/etc/\x85key", "sshmgmt_key"),
     ("GANDI_PLUGIN_DIR=/etc/\x00x", "plugin_dir"),
+    ("CONFIG_GROW_ROOT=maybe", "grow_root"),
+    ("CONFIG_GROW_ROOT_LV=2", "grow_root_lv"),
+    ("CONFIG_GROW_MOUNTPOINTS='/ var'", "grow_mountpoints"),
+    ("CONFIG_GROW_MOUNTPOINTS=/srv/../etc", "grow_mountpoints"),
+    ("CONFIG_GROW_MOUNTPOINTS=/srv/\x1b[2J", "grow_mountpoints"),
+    ("CONFIG_GROW_MOUNTPOINTS='/ /srv/\udcff'", "grow_mountpoints"),
 ])
 def test_invalid_value_is_an_error_and_keeps_the_default(line, name):
     settings = config.parse(f"# first line\n{line}\n", SRC)
@@ -119,6 +125,19 @@ def test_a_huge_line_is_one_short_error():
 def test_a_long_bad_value_is_quoted_short():
     [message] = errors(config.parse("CONFIG_DISK_ROOT=relative" + "/x" * 1000 + "\n", SRC))
     assert len(message) < 200
+
+
+def test_growth_settings():
+    assert (Settings().grow_root, Settings().grow_root_lv, Settings().grow_mountpoints) == (
+        True, False, ("/",))
+    settings = config.parse("CONFIG_GROW_ROOT=no\nCONFIG_GROW_ROOT_LV=1\n"
+                            "CONFIG_GROW_MOUNTPOINTS='/ /var//lib/ //srv/./data /var/lib'\n", SRC)
+    assert settings.problems == ()
+    assert (settings.grow_root, settings.grow_root_lv) == (False, True)
+    # As mountinfo shows them (normalized, no leading //), each once, in the order given.
+    assert settings.grow_mountpoints == ("/", "/var/lib", "/srv/data")
+    assert config.parse("CONFIG_GROW_MOUNTPOINTS=\n", SRC).grow_mountpoints == ()
+    assert config.parse("CONFIG_GROW_MOUNTPOINTS=//\n", SRC).grow_mountpoints == ("/",)
 
 
 def test_disk_root_is_normalized():

@@ -18,7 +18,7 @@ import tempfile
 from typing import Dict, Iterator, List, Tuple
 from unittest import mock
 
-from fakesys import cpu_ranges
+from fakesys import cpu_ranges, ext4_superblock, gpt
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -184,13 +184,20 @@ def test_the_rule_assigns_only_online_or_the_zone(text, kernel_auto_onlines):
 # -- the command line on a garbage guest -----------------------------------------------------------
 COMMANDS = (["status"], ["status", "--format", "yaml"], ["disk", "attach", "vdb"], ["disk", "detach", "vdb"],
             ["mount-all"], ["iface", "attach", "eth1"], ["iface", "attach-all"], ["cpu", "online-all"],
-            ["memory", "online-all"], ["hotplug-rules"], ["config", "list"], ["config", "apply"])
+            ["memory", "online-all"], ["hotplug-rules"], ["config", "list"], ["config", "apply"],
+            ["grow"], ["early-boot"], ["disk", "resize", "vdb:4194304"], ["disk", "resize", "vda1"])
 DISK = "/sys/devices/pci0000:00/virtio2/block/vdb"
+VDA = "/sys/devices/pci0000:00/virtio1/block/vda"
 NIC = "/sys/devices/pci0000:00/virtio3/net/eth1"
 # The files of a small guest, each with a plausible content that the example may replace by garbage.
 PLAUSIBLE: Dict[str, bytes] = {
     f"{DISK}/size": b"2097152\n", f"{DISK}/ro": b"0\n", f"{DISK}/dev": b"253:16\n",
-    f"{DISK}/removable": b"0\n", "/dev/vdb": b"",
+    f"{DISK}/removable": b"0\n", "/dev/vdb": bytes(1024) + ext4_superblock(512 << 20),
+    # vda, its GPT and vda1 (/) as an image of 10 GiB left them, the disk since grown to 20 GiB
+    f"{VDA}/size": b"41943040\n", f"{VDA}/dev": b"253:0\n", f"{VDA}/queue/logical_block_size": b"512\n",
+    f"{VDA}/vda1/size": b"20969439\n", f"{VDA}/vda1/start": b"2048\n", f"{VDA}/vda1/partition": b"1\n",
+    f"{VDA}/vda1/dev": b"253:1\n", "/dev/vda": gpt(20 << 30),
+    "/dev/vda1": bytes(1024) + ext4_superblock(10 << 30),
     f"{NIC}/ifindex": b"3\n", f"{NIC}/address": b"52:54:00:12:34:56\n", f"{NIC}/type": b"1\n",
     f"{NIC}/operstate": b"down\n", f"{NIC}/mtu": b"1500\n",
     "/proc/self/mountinfo": b"22 1 253:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw\n"
@@ -212,6 +219,8 @@ PLAUSIBLE: Dict[str, bytes] = {
     "/usr/sbin/dhclient": b"#!/bin/sh\n",
 }
 LINKS = {"/sys/class/block/vdb": DISK, "/sys/dev/block/253:16": DISK, "/sys/class/net/eth1": NIC,
+         "/sys/class/block/vda": VDA, "/sys/dev/block/253:0": VDA, "/sys/class/block/vda1": f"{VDA}/vda1",
+         "/sys/dev/block/253:1": f"{VDA}/vda1",
          f"{NIC}/device": "/sys/devices/pci0000:00/virtio3",
          "/sys/devices/pci0000:00/virtio3/driver": "/sys/bus/virtio/drivers/virtio_net"}
 GARBAGE = st.one_of(st.binary(max_size=60), LINE.map(_encoded))

@@ -69,3 +69,35 @@ def test_the_instance_says_where_its_configuration_came_from_and_what_was_skippe
     assert "  skipped: users[1].name: not a valid user name\n" in text
     assert "no configuration applied" in status.render([], [], "text", instance={})
     assert "instance_id: \"i-\\e[31m\"" in status.render([], [], "yaml", instance=record)
+
+
+def grow_row(**values):
+    row = {"mountpoint": "/", "device": "vda1", "disk": "vda", "disk_size": 20 << 30,
+           "partition_end": 10 << 30, "filesystem_size": 10 << 30, "left": 10 << 30,
+           "state": "can grow", "reason": "growpart /dev/vda 1, resize2fs /dev/vda1"}
+    row.update(values)
+    return row
+
+
+def test_the_grow_table_comes_last_with_human_sizes():
+    text = status.render([disk_row()], [], "text", growth=[
+        grow_row(), {"mountpoint": "/var", "state": "not mounted", "reason": ""}])
+    *_, table = text.rstrip("\n").split("\n\n")
+    assert [line.split() for line in table.splitlines()] == [
+        ["GROW", "DISK", "DISK_SIZE", "PARTITION_END", "FILESYSTEM_SIZE", "LEFT", "STATE", "REASON"],
+        ["/", "vda", "20.0GiB", "10.0GiB", "10.0GiB", "10.0GiB", "can", "grow", "growpart",
+         "/dev/vda", "1,", "resize2fs", "/dev/vda1"],
+        ["/var", "-", "-", "-", "-", "-", "not", "mounted", "-"]]
+    assert "GROW" not in status.render([disk_row()], [], "text", growth=[])
+    assert "GROW" not in status.render([disk_row()], [], "text")
+
+
+@pytest.mark.parametrize("hostile", HOSTILE)
+def test_grow_rows_are_printable(hostile):
+    growth = [grow_row(mountpoint=f"/srv/{hostile}", reason=f"{hostile} cannot be grown online")]
+    text = status.render([], [], "text", growth=growth)
+    assert_printable(text)
+    assert text.count("\n") == status.render([], [], "text", growth=[grow_row()]).count("\n")
+    data = status.render([], [], "yaml", growth=growth)
+    assert_printable(data)
+    assert yaml.safe_load(data)["growth"] == growth
