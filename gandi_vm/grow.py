@@ -24,6 +24,7 @@ the new facts.
 from __future__ import annotations
 
 import logging
+import posixpath
 import struct
 from dataclasses import dataclass, replace
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -194,7 +195,8 @@ def lvm_label(head: bytes) -> Tuple[int, int]:
         if label[:8] != b"LABELONE" or label[24:32] != b"LVM2 001":
             continue
         offset, = struct.unpack_from("<I", label, 20)
-        if not 32 <= offset <= 512 - 56:  # the PV header and its first data area fit the sector
+        # The PV header and its first data area fit the sector, and were read.
+        if not 32 <= offset <= 512 - 56 or len(label) < offset + 56:
             break
         size, pe_start = struct.unpack_from("<QQ", label, offset + 32)
         return size, pe_start
@@ -231,12 +233,16 @@ def inspect(host: Host, mount: mounts.Mount) -> Stack:
     except Refused as e:
         return replace(stack, problem=str(e))
     except OSError as e:
-        return replace(stack, problem=f"{e.filename or 'a device'}: {e.strerror or e}")
+        where = host.guest(e.filename) if isinstance(e.filename, str) else None
+        return replace(stack, problem=f"{where or 'a device'}: {e.strerror or e}")
 
 
 def _inspect(host: Host, mount: mounts.Mount, stack: Stack) -> Stack:
     if mount.fstype not in GROWABLE:
-        raise Refused(f"{mount.fstype} cannot be grown online")
+        # A FUSE subtype is whatever its daemon said: only a plain name is shown as it is.
+        plain = mount.fstype.replace(".", "").replace("_", "").isalnum() and mount.fstype.isascii()
+        raise Refused(f"{mount.fstype if plain else sysfs.quoted(mount.fstype)} cannot be grown "
+                      "online")
     if mount.read_only:  # the owner's ro in /etc/fstab: resizing writes to the filesystem
         raise Refused("mounted read-only")
     device = _device_of(host, mount)
@@ -394,7 +400,9 @@ def nogrow_entry(entries: Sequence[mounts.FstabEntry],
                  mountpoints: Sequence[str]) -> Optional[mounts.FstabEntry]:
     """The fstab line with `x-gandi.nogrow` for one of these mountpoints (those of a disk)."""
     for entry in entries:
-        if "x-gandi.nogrow" in entry.options and entry.mountpoint in mountpoints:
+        # mountinfo shows a normalized path; fstab may say /var/ or //var
+        target = "/" + posixpath.normpath(entry.mountpoint).lstrip("/")
+        if "x-gandi.nogrow" in entry.options and target in mountpoints:
             return entry
     return None
 
@@ -498,7 +506,10 @@ def _run(host: Host, stack: Stack, decided: Plan) -> Outcome:
         argv = [host.path(a) if a.startswith("/") else a for a in step.argv]
         result = host.run(argv, timeout=STEP_TIMEOUT)
         # growpart says NOCHANGE (exit 1) when the partition already ends where it can.
-        if not result.ok and not (step.layer == "partition" and "NOCHANGE" in result.stdout):
+        if not result.ok and step.layer == "partition" and "NOCHANGE" in result.stdout:
+            done.append(f"{step.layer} {step.device} already at its end")
+            continue
+        if not result.ok:
             so_far = f" (done: {', '.join(done)})" if done else ""
             return Outcome(stack.mountpoint, FAILED, f"{step.layer} {step.device}: "
                            f"`{command_line(step.argv)}` failed: {result.why()}{so_far}")

@@ -400,10 +400,9 @@ def test_no_lvm_label_is_refused(head):
         grow.lvm_label(head)
 
 
-@pytest.mark.xfail(strict=True, raises=struct.error, reason=(
-    "grow.lvm_label: a label cut short after its magic (fewer bytes than its PV header offset "
-    "+ 48) raises struct.error instead of Refused"))
 def test_a_truncated_lvm_label_is_refused():
+    # A label cut short after its magic (fewer bytes than its PV header offset + 56) once raised
+    # struct.error.
     with pytest.raises(grow.Refused):
         grow.lvm_label(lvm_pv_label(GiB)[:512 + 40])
 
@@ -959,16 +958,15 @@ def test_growpart_nochange_goes_on_to_the_filesystem(guest):
     assert guest.fs_size("vda1") == (10 * GiB - 33 * 512 - MiB) // 4096 * 4096
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "grow._run: after growpart answers NOCHANGE, the outcome still says the partition grew "
-    "('partition vda1 10.0GiB -> 20.0GiB') although it did not"))
 def test_growpart_nochange_is_not_reported_as_a_grown_partition(guest):
+    # After growpart answered NOCHANGE, the outcome once still said the partition grew.
     grown_root(guest)
     guest.write_superblock("vda1", "ext4", 6 * GiB)
     guest.failing["growpart"] = Result([], 1, stdout="NOCHANGE: partition 1 is size 20969439. "
                                        "it cannot be grown\n")
     [outcome] = grow.configured(guest.host, SETTINGS)
     assert "partition vda1 10.0GiB -> 20.0GiB" not in outcome.reason
+    assert "partition vda1 already at its end" in outcome.reason
 
 
 def test_a_tool_that_exits_0_without_growing_is_caught_on_the_superblock(guest):
