@@ -412,7 +412,8 @@ def configured(host: Host, settings: Settings,
                skip: Sequence[str] = ()) -> List[Outcome]:
     """Grow CONFIG_GROW_MOUNTPOINTS (boot and `gandi-vm grow`), but those in `skip`."""
     if not settings.grow_root:
-        log.debug("grow: CONFIG_GROW_ROOT=0")
+        # The owner's opt-out holds for `gandi-vm grow` too; status shows the space left.
+        log.info("grow: CONFIG_GROW_ROOT=0: %s not grown", " ".join(settings.grow_mountpoints))
         return []
     table = mounts.mount_table(host)
     outcomes = []

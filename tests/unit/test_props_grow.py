@@ -21,7 +21,6 @@ import zlib
 from typing import Dict, Iterator, Optional
 from unittest import mock
 
-import pytest
 from fakesys import btrfs_superblock, ext4_superblock, gpt, lvm_pv_label, mbr, xfs_superblock
 from hypothesis import example, given
 from hypothesis import strategies as st

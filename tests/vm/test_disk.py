@@ -40,8 +40,14 @@ class Plugged:
 def plug(guest: Guest, tmp_path: Path) -> Iterator[Plugged]:
     plugged = Plugged(guest, tmp_path)
     yield plugged
+    names = [plugged.guest.kernel_name(device_id) for device_id in plugged.ids]
     for device_id in list(plugged.ids):
         guest.remove_disk(device_id)
+    # A mounted disk keeps its kernel name until its unit has unmounted it: the next test must
+    # not see that name freed in its middle.
+    for name in names:
+        guest.wait_until(f"case $(systemctl show -p ActiveState --value gandi-disk@{name}.service)"
+                         " in inactive|failed) true;; *) false;; esac", 60)
 
 
 def mount_of(guest: Guest, name: str) -> Optional[dict]:
