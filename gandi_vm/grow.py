@@ -71,8 +71,9 @@ class Volume:
     lv_name: str  # "vg/root", as LVM's commands take it
     lv_size: int
     pv: str  # kernel name of the physical volume: vda1 (or vda)
-    pv_size: int  # as the PV's label records it (pvresize updates it)
+    pv_size: int  # as the volume group's metadata records it (pvresize updates it)
     pe_start: int  # where the PV's extents start
+    extent: int  # bytes
     allocated: int  # bytes of the PV under active logical volumes (their device sizes)
 
 
@@ -187,9 +188,17 @@ def superblock_at(fstype: str) -> Tuple[int, int]:
     return {"xfs": (0, 512), "btrfs": (65536, 4096)}.get(fstype, (1024, 1024))
 
 
-def lvm_label(head: bytes) -> Tuple[int, int]:
-    """(device size, first extent offset) from an LVM2 physical volume's label, which sits in one
-    of the device's first four sectors; pvresize updates the size it records."""
+@dataclass(frozen=True)
+class PvLabel:
+    uuid: str  # 32 characters, as the metadata writes it without its dashes
+    size: int  # the device's size when pvcreate ran: pvresize does not update it
+    pe_start: int  # where the extents start
+    metadata: Tuple[int, int]  # (offset, size) of the first metadata area; (0, 0) for none
+
+
+def lvm_label(head: bytes) -> PvLabel:
+    """An LVM2 physical volume's label, in one of the device's first four sectors: the PV header
+    (uuid, size, then lists of data and metadata areas, each ended by a zero entry)."""
     for sector in range(4):
         label = head[sector * 512:(sector + 1) * 512]
         if label[:8] != b"LABELONE" or label[24:32] != b"LVM2 001":
@@ -198,9 +207,62 @@ def lvm_label(head: bytes) -> Tuple[int, int]:
         # The PV header and its first data area fit the sector, and were read.
         if not 32 <= offset <= 512 - 56 or len(label) < offset + 56:
             break
-        size, pe_start = struct.unpack_from("<QQ", label, offset + 32)
-        return size, pe_start
+        uuid = label[offset:offset + 32].decode("ascii", "replace")
+        size, pe_start = struct.unpack_from("<QQ", label, offset + 32)  # pe_start: data area 1
+        areas = []  # (offset, size) pairs: the data areas, a zero entry, the metadata areas
+        for at in range(offset + 40, len(label) - 15, 16):
+            areas.append(struct.unpack_from("<QQ", label, at))
+            if areas.count((0, 0)) == 2:
+                break
+        ends = [i for i, area in enumerate(areas) if area == (0, 0)]
+        metadata = areas[ends[0] + 1] if len(ends) == 2 and ends[1] > ends[0] + 1 else (0, 0)
+        return PvLabel(uuid, size, pe_start, metadata)
     raise Refused("no LVM2 label")
+
+
+MDA_MAGIC = b" LVM2 x[5A%r0N*>"
+MDA_HEADER = 512
+MAX_METADATA = 1 << 20
+
+
+def metadata_ranges(header: bytes, area_size: int) -> List[Tuple[int, int]]:
+    """Where the current metadata text lies in a metadata area, from the area's header: (offset
+    in the area, length) ranges, two when the text wraps around the area's circular buffer."""
+    if len(header) < 64 or header[4:20] != MDA_MAGIC:
+        raise Refused("no LVM2 metadata area header")
+    offset, size = struct.unpack_from("<QQ", header, 40)
+    if not size or size > MAX_METADATA or not MDA_HEADER <= offset < area_size \
+            or size > area_size - MDA_HEADER:
+        raise Refused("LVM2 metadata location out of its area")
+    first = min(size, area_size - offset)
+    ranges = [(offset, first)]
+    if first < size:
+        ranges.append((MDA_HEADER, size - first))
+    return ranges
+
+
+def pv_metadata(text: str, uuid: str) -> Tuple[int, int]:
+    """(device size, extent size) in bytes that the volume group's metadata records for this
+    physical volume: pvresize updates this dev_size, not the label's. The text is LVM's own
+    format (`key = value` lines in `name { ... }` sections); only the keys needed are read."""
+    dashed = "-".join((uuid[:6], uuid[6:10], uuid[10:14], uuid[14:18], uuid[18:22],
+                       uuid[22:26], uuid[26:]))
+    values: Dict[str, int] = {}
+    in_pv = False
+    for line in text.split("\n"):
+        key, sep, value = (part.strip() for part in line.split("#", 1)[0].partition("="))
+        if not sep:
+            in_pv = in_pv and "}" not in line
+            continue
+        if key == "id" and value.strip('"') == dashed:
+            in_pv = True
+        elif key == "extent_size" and "extent_size" not in values and value.isdigit():
+            values["extent_size"] = int(value) * 512
+        elif in_pv and key == "dev_size" and value.isdigit():
+            values["dev_size"] = int(value) * 512
+    if "dev_size" not in values or not values.get("extent_size"):
+        raise Refused("physical volume not found in its volume group's metadata")
+    return values["dev_size"], values["extent_size"]
 
 
 def lvm_name(dm_name: str) -> Optional[str]:
@@ -301,9 +363,18 @@ def _volume(host: Host, device: str) -> Volume:
     if len(slaves) != 1 or host.exists(f"/sys/class/block/{slaves[0]}/dm"):
         raise Refused(f"{lv_name} does not sit on one physical volume ({', '.join(slaves)})")
     pv = slaves[0]
-    pv_size, pe_start = lvm_label(host.read_bytes(f"/dev/{pv}", 2048))
+    label = lvm_label(host.read_bytes(f"/dev/{pv}", 2048))
+    area, area_size = label.metadata
+    if not area_size:
+        raise Refused(f"{pv}: physical volume without a metadata area")
+    ranges = metadata_ranges(host.read_bytes(f"/dev/{pv}", MDA_HEADER, area), area_size)
+    text = b"".join(host.read_bytes(f"/dev/{pv}", length, area + offset)
+                    for offset, length in ranges)
+    pv_size, extent = pv_metadata(text.decode("ascii", "replace"), label.uuid)
+    # What the active logical volumes on it take; an inactive one has no device and is missed.
     allocated = sum(_size(host, lv) for lv in host.listdir(f"/sys/class/block/{pv}/holders"))
-    return Volume(device, lv_name, _size(host, device), pv, pv_size, pe_start, allocated)
+    return Volume(device, lv_name, _size(host, device), pv, pv_size, label.pe_start, extent,
+                  allocated)
 
 
 def _partition(host: Host, name: str, disk: str, disk_size: int) -> Partition:
@@ -372,7 +443,7 @@ def _steps(stack: Stack, grow_lv: bool) -> Tuple[List[Step], str, int]:
         if room - vol.pv_size >= MIN_GROWTH:
             steps.append(Step("physical volume", vol.pv, ("pvresize", f"/dev/{vol.pv}"),
                               vol.pv_size, room))
-        free = room - vol.pe_start - vol.allocated
+        free = (room - vol.pe_start) // vol.extent * vol.extent - vol.allocated
         if free >= MIN_GROWTH and grow_lv:
             steps.append(Step("logical volume", vol.lv,
                               ("lvextend", "-l", "+100%FREE", vol.lv_name),
