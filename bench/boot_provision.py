@@ -12,6 +12,9 @@ so that a drift of the host's load spreads over all of them:
   gandiswap  the platform's swap disk: a GPT partition named gandiswap, formatted and swapon'd
              at boot, and the historic archive 512 KiB into the disk (gandi/config with a user,
              keys, hostname, timezone; gandi/init, also run with --postboot)
+  grown-root no extra disk, but the root disk is 1 GiB larger than its 2 GiB filesystem (as a
+             system disk enlarged while the VM was stopped): gandi-early.service grows / before
+             local-fs.target, in the process that renders the onlining rule anyway
 
 For each boot it records: the seconds from QEMU's start until the guest agent answered and until
 systemd said the system was running (or degraded); `systemd-analyze time`'s kernel, initrd and
@@ -54,7 +57,8 @@ from benchlib import write_json  # noqa: E402
 from qemu_guest import QEMU, Guest, GuestError, build_image  # noqa: E402
 
 DEFAULT_JSON = REPO / "bench" / "results" / "boot_provision.json"
-VARIANTS = ("plain", "config-2", "gandiswap")
+VARIANTS = ("plain", "config-2", "gandiswap", "grown-root")
+GIB = 1 << 30
 TRACE_ARGS = "trace_event=sched:sched_process_exec trace_buf_size=2M"
 GANDI_VM = "/usr/bin/gandi-vm"
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDxs3kDP1gpwHvAqCr1QRYtzebmdRIX4mg7ZL2rf34Ox bench@host"
@@ -68,7 +72,8 @@ echo user_data >>/var/lib/bench-user-data
 """
 # Figures in seconds, in the order they are printed; *_count are counts.
 FIGURES = ("agent_answered_s", "system_running_s", "kernel_s", "initrd_s", "userspace_s",
-           "gandi_config_s", "gandi_postboot_s", "gandi_units_blame_s", "gandi_vm_exec_count")
+           "gandi_early_s", "gandi_config_s", "gandi_postboot_s", "gandi_units_blame_s",
+           "gandi_vm_exec_count")
 
 
 def make_disk(variant: str, run: int, tmp: Path) -> List[Path]:
@@ -120,7 +125,9 @@ def exec_trace(guest: Guest) -> Dict[str, Any]:
 
 def one_boot(image: Path, variant: str, run: int, tmp: Path, trace: bool) -> Dict[str, Any]:
     disks = make_disk(variant, run, tmp)
-    guest = Guest(image, boot_disks=disks, kernel_args=TRACE_ARGS if trace else "")
+    root_size = (image / "rootfs.raw").stat().st_size + GIB if variant == "grown-root" else None
+    guest = Guest(image, boot_disks=disks, kernel_args=TRACE_ARGS if trace else "",
+                  root_size=root_size)
     try:
         running = guest.start()
         analysis = guest.boot_analysis()
@@ -128,6 +135,7 @@ def one_boot(image: Path, variant: str, run: int, tmp: Path, trace: bool) -> Dic
             "agent_answered_s": round(guest.agent_seconds, 3),
             "system_running_s": round(running, 3),
             **analyze_time(analysis["systemd_analyze_time"]),
+            "gandi_early_s": guest.unit_seconds("gandi-early.service"),
             "gandi_config_s": guest.unit_seconds("gandi-config.service"),
             "gandi_postboot_s": guest.unit_seconds("gandi-postboot.service"),
             "gandi_units_blame_s": round(sum(seconds(f) for f in analysis["units_blame"].values()), 3),
@@ -135,11 +143,14 @@ def one_boot(image: Path, variant: str, run: int, tmp: Path, trace: bool) -> Dic
         traced = exec_trace(guest) if trace else {"gandi_vm_exec_count": None}
         figures["gandi_vm_exec_count"] = traced.pop("gandi_vm_exec_count")
         instance = guest.run("cat /var/lib/gandi-vm/instance.json")
+        provisioned = instance.returncode == 0 and bool(instance.stdout.strip())
+        if variant == "grown-root":  # its job is the grown /, not an instance
+            provisioned = int(guest.check("df -B1 --output=size / | tail -n 1")) > root_size - GIB
         return {"variant": variant, "accel": guest.accel, "state": guest.state,
                 "slowness": round(guest.slowness, 2),
                 "figures": figures, "trace": traced, "blame": analysis["units_blame"],
                 "systemd_analyze_time": analysis["systemd_analyze_time"],
-                "provisioned": instance.returncode == 0 and bool(instance.stdout.strip()),
+                "provisioned": provisioned,
                 "swaps": guest.run("tail -n +2 /proc/swaps").stdout.strip(),
                 "failed_units": guest.run("systemctl --failed --no-legend --plain").stdout.strip()}
     finally:
@@ -177,14 +188,15 @@ def report(results: Dict[str, Any]) -> None:
             print("  " + "  ".join("-" * w for w in widths))
     print("\n  agent_answered_s, system_running_s: from QEMU's start (running = "
           "`systemctl is-system-running --wait`)\n  kernel_s, initrd_s, userspace_s: "
-          "`systemd-analyze time`\n  gandi_config_s, gandi_postboot_s: the unit's main process, "
+          "`systemd-analyze time`\n  gandi_early_s, gandi_config_s, gandi_postboot_s: the unit's "
+          "main process, "
           "ExecMainStart to ExecMainExit\n  gandi_units_blame_s: the sum of the gandi-* lines of "
           "`systemd-analyze blame`\n  gandi_vm_exec_count: execve() of /usr/bin/gandi-vm during "
           "the boot (kernel trace, sched_process_exec)")
     for boot in results["boots"]:
         notes = []
         if not boot["provisioned"] and boot["variant"] != "plain":
-            notes.append("NOT provisioned (no /var/lib/gandi-vm/instance.json)")
+            notes.append("NOT done (no /var/lib/gandi-vm/instance.json, or / not grown)")
         if boot["failed_units"]:
             notes.append(f"failed units: {boot['failed_units']}")
         if boot.get("trace", {}).get("lost"):
