@@ -410,9 +410,9 @@ def _partition(host: Host, name: str, disk: str, disk_size: int) -> Partition:
 def plan(stack: Stack, grow_lv: bool) -> Plan:
     """The commands that grow the stack, bottom up. A layer grows when it can gain MIN_GROWTH:
     then every layer above it is planned too, into the size it will have."""
-    steps, held, room = _steps(stack, grow_lv)
     if stack.problem:
         return Plan((), max(0, stack.disk_size - _end(stack)), stack.problem)
+    steps, held, _ = _steps(stack, grow_lv)
     _, _, full_room = _steps(stack, True)
     return Plan(tuple(steps), max(0, full_room - stack.fs_size), held)
 
@@ -454,7 +454,7 @@ def _steps(stack: Stack, grow_lv: bool) -> Tuple[List[Step], str, int]:
                 held = (f"its volume group has {_human(free)} free: CONFIG_GROW_ROOT_LV=1 "
                         f"extends {vol.lv_name} into it")
             room = vol.lv_size
-    if room - stack.fs_size >= MIN_GROWTH and not stack.problem:
+    if room - stack.fs_size >= MIN_GROWTH:
         steps.append(Step("filesystem", stack.device, _fs_command(stack), stack.fs_size, room))
     return steps, held, room
 
