@@ -1,6 +1,6 @@
 """Fake-system builders for the unit tests (used by conftest.py and imported by test modules):
-sysfs block devices and the headers on them (partition tables, superblocks, LVM labels),
-network interfaces, vCPUs and memory blocks, /proc/self/mountinfo,
+sysfs block devices and the headers on them (partition tables, superblocks, LVM labels and
+metadata areas), network interfaces, vCPUs and memory blocks, /proc/self/mountinfo,
 per-interface /proc/sys values, and a Host whose commands return canned results and are recorded
 (argv lists) instead of being executed.
 
@@ -240,17 +240,142 @@ def gpt_usable_end(disk_size: int, block: int = 512, entries: int = 128,
     return disk_size - (1 + -(-entries * entry_size // block)) * block
 
 
-def lvm_pv_label(size: int, pe_start: int = 1 << 20, sector: int = 1, offset: int = 32) -> bytes:
+# LVM2 as pvcreate, vgcreate and pvresize leave it (lib/format_text/layout.h): a label in one of
+# the first four sectors, whose PV header lists the data areas then the metadata areas (each list
+# ended by a zero entry); a metadata area is a 512-byte header and a circular buffer holding the
+# volume group's text metadata, where the header's raw_locn says the current copy lies.
+LVM_MDA_MAGIC = b" LVM2 x[5A%r0N*>"
+LVM_MDA_HEADER = 512
+LVM_MDA = (4096, (1 << 20) - 4096)  # pvcreate's first metadata area: from 4 KiB to pe_start
+LVM_EXTENT = 4 << 20
+PV_UUID = "pvuuidpvuuidpvuuidpvuuidpvuuidxx"  # as the label stores it: 32 characters, no dashes
+VG_UUID = "VGvgVGvgVGvgVGvgVGvgVGvgVGvgVGvg"
+LV_ID = "LVlvLVlvLVlvLVlvLVlvLVlvLVlvLVlv"
+
+
+def lvm_dashed(uuid: str) -> str:
+    """The metadata's form of an LVM id: 6-4-4-4-4-4-6 characters joined by dashes."""
+    cuts = (0, 6, 10, 14, 18, 22, 26, 32)
+    return "-".join(uuid[a:b] for a, b in zip(cuts, cuts[1:]))
+
+
+def lvm_crc(data: bytes) -> int:
+    """LVM's calc_crc: CRC-32 from 0xf597a6cf, without zlib's inversions."""
+    return ~zlib.crc32(data, ~0xF597A6CF & 0xFFFFFFFF) & 0xFFFFFFFF
+
+
+def lvm_pv_label(size: int, pe_start: int = 1 << 20, sector: int = 1, offset: int = 32,
+                 uuid: str = PV_UUID,
+                 metadata: Optional[Tuple[int, int]] = LVM_MDA) -> bytes:
     """The first sectors of an LVM2 physical volume: the label ("LABELONE", its sector, a CRC,
-    the offset of the PV header, "LVM2 001"), then the PV header: its uuid, the device size it
-    recorded, and the first data area (where the extents start)."""
-    label = bytearray(512)
+    the offset of the PV header, "LVM2 001"), then the PV header: its uuid, the device size
+    pvcreate saw (pvresize never updates it), the data area (where the extents start) and a zero
+    entry, then the metadata area `metadata` (offset, size; None: pvcreate --metadatacopies 0)
+    and a zero entry. What does not fit the sector is cut, as a header at a late offset would be."""
+    label = bytearray(512 + 128)
     label[:8] = b"LABELONE"
     struct.pack_into("<QII", label, 8, sector, 0, offset)
     label[24:32] = b"LVM2 001"
-    label[offset:offset + 32] = b"pvuuid" * 5 + b"xx"
-    struct.pack_into("<QQ", label, offset + 32, size, pe_start)  # then zeros: the list's end
+    label[offset:offset + 32] = uuid.encode("ascii", "replace")[:32].ljust(32, b"\0")
+    struct.pack_into("<QQQ", label, offset + 32, size, pe_start, 0)  # data area 1, then zeros
+    if metadata is not None:
+        struct.pack_into("<QQ", label, offset + 72, *metadata)  # then zeros: the list's end
+    label = label[:512]
+    struct.pack_into("<I", label, 16, lvm_crc(bytes(label[20:])))
     return bytes(sector * 512) + bytes(label)
+
+
+def lvm_vg_text(dev_size: int, uuid: str = PV_UUID, extent: int = LVM_EXTENT,
+                pe_start: int = 1 << 20, vg: str = "my-vg", lv_extents: Optional[int] = None,
+                others: Sequence[Tuple[str, int]] = (), seqno: int = 1, indent: str = "",
+                device: str = "/dev/vda2") -> str:
+    """A volume group's text metadata as LVM writes it into a metadata area (the backup files in
+    /etc/lvm/backup indent it with tabs: `indent`): the VG's extent_size (sectors), then each PV's
+    id and dev_size (sectors), `others` (uuid, dev_size in bytes) first, then this PV, then the LV
+    root on this PV (`lv_extents`, default every extent)."""
+    def pe_count(size: int) -> int:
+        return max(0, (size - pe_start) // extent) if extent > 0 else 0
+
+    lv_extents = pe_count(dev_size) if lv_extents is None else lv_extents
+    pvs = [(uuid_, size_, f"/dev/vd{'bcdefgh'[i]}") for i, (uuid_, size_) in enumerate(others)]
+    pvs.append((uuid, dev_size, device))
+    t1, t2, t3, t4 = (indent * n for n in (1, 2, 3, 4))
+    lines = [f"{vg} {{", f'{t1}id = "{lvm_dashed(VG_UUID)}"', f"{t1}seqno = {seqno}",
+             f'{t1}format = "lvm2"\t# informational',
+             f'{t1}status = ["RESIZEABLE", "READ", "WRITE"]', f"{t1}flags = []",
+             f"{t1}extent_size = {extent // 512}\t# {extent >> 20} Megabytes", f"{t1}max_lv = 0",
+             f"{t1}max_pv = 0", f"{t1}metadata_copies = 0", "", f"{t1}physical_volumes {{", ""]
+    for n, (uuid_, size_, device_) in enumerate(pvs):
+        count = pe_count(size_)
+        lines += [f"{t2}pv{n} {{", f'{t3}id = "{lvm_dashed(uuid_)}"',
+                  f'{t3}device = "{device_}"\t# Hint only', "",
+                  f'{t3}status = ["ALLOCATABLE"]', f"{t3}flags = []",
+                  f"{t3}dev_size = {size_ // 512}\t# {size_ / (1 << 20):.3f} Megabytes",
+                  f"{t3}pe_start = {pe_start // 512}",
+                  f"{t3}pe_count = {count}\t# {count * extent >> 20} Megabytes", f"{t2}}}", ""]
+    lines += [f"{t1}}}", "", f"{t1}logical_volumes {{", "", f"{t2}root {{",
+              f'{t3}id = "{lvm_dashed(LV_ID)}"', f'{t3}status = ["READ", "WRITE", "VISIBLE"]',
+              f"{t3}flags = []", f"{t3}creation_time = 1700000000\t# 2023-11-14 22:13:20 +0000",
+              f'{t3}creation_host = "build"', f"{t3}segment_count = 1", "",
+              f"{t3}segment1 {{", f"{t4}start_extent = 0",
+              f"{t4}extent_count = {lv_extents}\t# {lv_extents * extent >> 20} Megabytes", "",
+              f'{t4}type = "striped"', f"{t4}stripe_count = 1\t# linear", "",
+              f"{t4}stripes = [", f'{t4}"pv{len(pvs) - 1}", 0', f"{t4}]", f"{t3}}}", f"{t2}}}",
+              f"{t1}}}", "", "}",
+              "# Generated by LVM2 version 2.03.16(2) (2022-05-18): Tue Dec  1 01:30:44 2026",
+              "", 'contents = "Text Format Volume Group"', "version = 1", "",
+              f'description = "Write from pvresize {device}."', "",
+              'creation_host = "build"\t# Linux build 6.1.0-13-amd64 #1 SMP x86_64',
+              "creation_time = 1764552644\t# Tue Dec  1 01:30:44 2026", "", ""]
+    return "\n".join(lines)
+
+
+def lvm_mda_header(area_offset: int, area_size: int, text_at: int, text_size: int,
+                   text_crc: int = 0, magic: bytes = LVM_MDA_MAGIC) -> bytes:
+    """A metadata area's 512-byte header: checksum, magic, version 1, the area's own offset and
+    size, then raw_locn (offset in the area, size, checksum, flags) of the committed copy, and a
+    zero raw_locn (no precommitted copy)."""
+    header = bytearray(LVM_MDA_HEADER)
+    header[4:20] = magic[:16].ljust(16, b"\0")
+    struct.pack_into("<IQQ", header, 20, 1, area_offset, area_size)
+    struct.pack_into("<QQII", header, 40, text_at, text_size, text_crc, 0)
+    struct.pack_into("<I", header, 0, lvm_crc(bytes(header[4:])))
+    return bytes(header)
+
+
+def lvm_mda_pieces(text: bytes, area_size: int, at: int) -> List[Tuple[int, bytes]]:
+    """(offset in the area, bytes) of a copy written at `at` of the circular buffer: what runs
+    past the area's end goes on right after its header."""
+    first = min(len(text), area_size - at)
+    pieces = [(at, text[:first])]
+    if first < len(text):
+        pieces.append((LVM_MDA_HEADER, text[first:]))
+    return pieces
+
+
+def lvm_mda(text: bytes, area_size: int = LVM_MDA[1], at: int = LVM_MDA_HEADER,
+            area_offset: int = LVM_MDA[0], magic: bytes = LVM_MDA_MAGIC) -> bytes:
+    """A whole metadata area: the header, the copy of `text` at `at` (wrapped if it must)."""
+    area = bytearray(area_size)
+    for offset, piece in lvm_mda_pieces(text, area_size, at):
+        area[offset:offset + len(piece)] = piece
+    area[:LVM_MDA_HEADER] = lvm_mda_header(area_offset, area_size, at, len(text), lvm_crc(text),
+                                           magic)
+    return bytes(area)
+
+
+def lvm_pv(size: int, dev_size: Optional[int] = None, pe_start: int = 1 << 20,
+           extent: int = LVM_EXTENT, uuid: str = PV_UUID,
+           metadata: Tuple[int, int] = LVM_MDA, text: Optional[str] = None,
+           at: int = LVM_MDA_HEADER, **vg) -> bytes:
+    """The head of a physical volume of a volume group, up to the end of its metadata area: the
+    label recording `size` (pvcreate's), the area holding the VG's metadata `text` (default
+    lvm_vg_text recording `dev_size`, default `size`, with `vg`'s keywords) at `at`."""
+    if text is None:
+        text = lvm_vg_text(size if dev_size is None else dev_size, uuid, extent, pe_start, **vg)
+    area_offset, area_size = metadata
+    head = lvm_pv_label(size, pe_start, uuid=uuid, metadata=metadata).ljust(area_offset, b"\0")
+    return head + lvm_mda(text.encode(), area_size, at, area_offset)
 
 
 # -- network interfaces ---------------------------------------------------------------------

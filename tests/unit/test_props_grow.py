@@ -1,6 +1,7 @@
 """Properties of grow.py's parsers of outside data (the partition table, the superblocks, the LVM
-label, device-mapper names), of its pure plan, of CONFIG_GROW_MOUNTPOINTS, and of the whole path
-on a guest whose sysfs, devices, mount table and fstab are partly garbage.
+label, metadata area header and metadata text, device-mapper names), of its pure plan, of
+CONFIG_GROW_MOUNTPOINTS, and of the whole path on a guest whose sysfs, devices, mount table and
+fstab are partly garbage.
 
 The contract: a valid answer or `grow.Refused` (one line), never another exception, never a
 hang; a plan never shrinks a layer. Inputs are the real headers (built in fakesys.py) with bytes
@@ -21,7 +22,9 @@ import zlib
 from typing import Dict, Iterator, Optional
 from unittest import mock
 
-from fakesys import btrfs_superblock, ext4_superblock, gpt, lvm_pv_label, mbr, xfs_superblock
+from fakesys import (LVM_MDA, LVM_MDA_HEADER, PV_UUID, btrfs_superblock, ext4_superblock, gpt,
+                     lvm_dashed, lvm_mda, lvm_mda_header, lvm_pv, lvm_pv_label, lvm_vg_text, mbr,
+                     xfs_superblock)
 from hypothesis import example, given
 from hypothesis import strategies as st
 
@@ -30,6 +33,7 @@ from gandi_vm.config import Settings
 from gandi_vm.host import Host
 
 MiB, GiB, TiB = 1 << 20, 1 << 30, 1 << 40
+U64 = st.integers(0, (1 << 64) - 1)
 BLOCK_SIZES = st.sampled_from([512, 1024, 2048, 4096])
 DISK_SIZE = st.one_of(st.integers(0, 1 << 64), st.sampled_from([0, 512, 20 * GiB, 3 * TiB]))
 
@@ -145,8 +149,8 @@ def lvm_heads(draw) -> bytes:
     sectors, its PV header at any offset, bytes overwritten anywhere."""
     sector = draw(st.integers(0, 4))
     offset = draw(st.one_of(st.sampled_from([32, 456, 457, 0, 31]), st.integers(0, 2 ** 32 - 1)))
-    label = bytearray(lvm_pv_label(draw(st.integers(0, (1 << 64) - 1)), draw(
-        st.integers(0, (1 << 64) - 1)), sector))
+    metadata = draw(st.one_of(st.none(), st.just(LVM_MDA), st.tuples(U64, U64)))
+    label = bytearray(lvm_pv_label(draw(U64), draw(U64), sector, metadata=metadata))
     struct.pack_into("<I", label, sector * 512 + 20, offset)
     return draw(patched(bytes(label).ljust(2048, b"\0")[:2048], 3)).ljust(2048, b"\0")
 
@@ -154,11 +158,24 @@ def lvm_heads(draw) -> bytes:
 @given(st.one_of(lvm_heads(), st.binary(min_size=2048, max_size=2048)))
 def test_an_lvm_label_gives_its_size_or_is_refused(head):
     try:
-        size, pe_start = grow.lvm_label(head)
+        label = grow.lvm_label(head)
     except grow.Refused as e:
         refused_is_one_line(e)
         return
-    assert 0 <= size < 2 ** 64 and 0 <= pe_start < 2 ** 64
+    assert 0 <= label.size < 2 ** 64 and 0 <= label.pe_start < 2 ** 64
+    assert isinstance(label.uuid, str) and len(label.uuid) == 32
+    offset, size = label.metadata
+    assert 0 <= offset < 2 ** 64 and 0 <= size < 2 ** 64
+    assert (offset, size) != (0, 0) or label.metadata == (0, 0)
+
+
+@given(U64, U64, st.integers(0, 3), st.one_of(st.none(), st.tuples(U64, U64).filter(
+    lambda area: area != (0, 0))))
+def test_an_lvm_label_reads_back_what_pvcreate_wrote(size, pe_start, sector, metadata):
+    head = lvm_pv_label(size, pe_start, sector, metadata=metadata).ljust(2048, b"\0")
+    # A data area at 0 would end its list: pvcreate never puts the extents there.
+    expected = (metadata or (0, 0)) if pe_start else (0, 0)
+    assert grow.lvm_label(head) == grow.PvLabel(PV_UUID, size, pe_start, expected)
 
 
 # A head shorter than the label's PV header offset + 56 bytes (a read cut short) once raised
@@ -170,6 +187,105 @@ def test_an_lvm_label_cut_short_is_refused(head):
         grow.lvm_label(head)
     except grow.Refused as e:
         refused_is_one_line(e)
+
+
+# -- the metadata area and its text ------------------------------------------------------------------
+AREA_SIZES = st.one_of(st.integers(0, 1 << 64), st.sampled_from(
+    [0, 1, 511, 512, 513, 1024, 4096, LVM_MDA[1], MiB, MiB + 512, MiB + 513, 1 << 63]))
+EDGES = st.sampled_from([0, 1, 511, 512, 513, 4095, 4096, LVM_MDA[1] - 1, LVM_MDA[1], MiB,
+                         MiB + 1, 2 ** 63, 2 ** 64 - 1])
+MDA_HEADERS = st.one_of(
+    st.binary(max_size=600),
+    st.tuples(st.one_of(U64, EDGES), st.one_of(U64, EDGES)).map(
+        lambda locn: lvm_mda_header(*LVM_MDA, *locn)).flatmap(lambda header: patched(header, 2)),
+)
+
+
+@st.composite
+def mda_headers_in_areas(draw):
+    """A header whose copy lies near its area's edges: in it, wrapping, or just out of it."""
+    area_size = draw(st.one_of(st.integers(LVM_MDA_HEADER + 1, 4 * MiB),
+                               st.sampled_from([513, 1024, LVM_MDA[1], MiB + 512])))
+    at = draw(st.one_of(st.integers(LVM_MDA_HEADER - 1, area_size),
+                        st.sampled_from([area_size - 1, area_size - 512, LVM_MDA_HEADER])))
+    size = draw(st.one_of(st.integers(0, area_size - LVM_MDA_HEADER + 1),
+                          st.sampled_from([1, MiB, MiB + 1, area_size - at, area_size - at + 1])))
+    return lvm_mda_header(*LVM_MDA, at, max(size, 0)), area_size
+
+
+@given(st.one_of(st.tuples(MDA_HEADERS, AREA_SIZES), mda_headers_in_areas()))
+@example((lvm_mda_header(*LVM_MDA, LVM_MDA[1] - 1, MiB), MiB + 512))
+@example((lvm_mda_header(*LVM_MDA, 512, MiB), MiB + 512))
+def test_metadata_ranges_lie_in_their_area_or_are_refused(header_in_area):
+    header, area_size = header_in_area
+    try:
+        ranges = grow.metadata_ranges(header, area_size)
+    except grow.Refused as e:
+        refused_is_one_line(e)
+        return
+    at, size = struct.unpack_from("<QQ", header, 40)
+    assert 1 <= len(ranges) <= 2
+    assert ranges[0][0] == at
+    for offset, length in ranges:
+        assert type(offset) is int and type(length) is int
+        assert length > 0 and LVM_MDA_HEADER <= offset and offset + length <= area_size
+    assert sum(length for _, length in ranges) == size <= MiB
+    if len(ranges) == 2:  # wrapped: the first part reaches the end, the rest follows the header
+        assert sum(ranges[0]) == area_size and ranges[1][0] == LVM_MDA_HEADER
+
+
+@given(st.binary(min_size=1, max_size=5000), st.integers(0, 3 * MiB), st.integers(0, 3 * MiB))
+def test_metadata_written_anywhere_in_its_area_reads_back(text, at, area_size):
+    at, area_size = LVM_MDA_HEADER + at % (area_size + 1), area_size + LVM_MDA_HEADER + len(text)
+    at = min(at, area_size - 1)
+    area = lvm_mda(text, area_size, at)
+    ranges = grow.metadata_ranges(area[:LVM_MDA_HEADER], area_size)
+    assert b"".join(area[offset:offset + length] for offset, length in ranges) == text
+
+
+# What a device's bytes decode to (ASCII, U+FFFD for the rest), LVM's words, and anything.
+DASHED = lvm_dashed(PV_UUID)
+DEVICE_TEXT = st.characters(max_codepoint=127) | st.just("\ufffd")
+WORDS = st.sampled_from([
+    "extent_size", "dev_size", "id", "pe_start", " = ", "=", '"', "{", "}", "\n", "\t", "#", " ",
+    "0", "8192", "-1", "2048", "pv0 {\n", "}\n", 'id = "', DASHED, "\ufffd", "\u0661",
+    "4 Megabytes"])
+TEXTS = st.one_of(
+    st.text(max_size=2000),
+    st.lists(st.one_of(WORDS, st.text(DEVICE_TEXT, max_size=12),
+                       st.integers(0, 10 ** 30).map(str)), max_size=80).map("".join),
+    st.builds(lvm_vg_text, st.integers(0, 1 << 60), st.just(PV_UUID),
+              st.integers(0, 1 << 30).map(lambda n: n * 512)).flatmap(
+        lambda text: patched(text.encode(), 6)).map(lambda b: b.decode("ascii", "replace")),
+)
+UUIDS = st.one_of(st.just(PV_UUID), st.text(max_size=40), st.text(DEVICE_TEXT, min_size=32,
+                                                                 max_size=32))
+
+
+@given(TEXTS, UUIDS)
+@example("extent_size = 8192\nid = \"" + DASHED + "\"\ndev_size = 0\n", PV_UUID)
+@example("id = \"" + DASHED + "\"\ndev_size = 10\n}\nextent_size = 1\n", PV_UUID)
+@example("extent_size = 8192\nid = \"------\"\ndev_size = 7\n", "")
+def test_pv_metadata_gives_a_size_and_an_extent_or_is_refused(text, uuid):
+    # Not numbers past Python's 4300-digit limit, nor non-decimal digits: a known bug
+    # (test_grow.py: test_pv_metadata_with_an_absurd_number_is_refused, strict xfail).
+    try:
+        dev_size, extent = grow.pv_metadata(text, uuid)
+    except grow.Refused as e:
+        refused_is_one_line(e)
+        return
+    assert type(dev_size) is int and type(extent) is int
+    assert dev_size >= 0 and dev_size % 512 == 0 and extent > 0 and extent % 512 == 0
+    assert "dev_size" in text and "extent_size" in text
+
+
+@given(st.integers(0, 1 << 60), st.integers(1, 1 << 30), st.sampled_from(["", "\t", "    "]),
+       st.lists(st.tuples(st.text("abcdefXYZ0123", min_size=32, max_size=32),
+                          st.integers(0, 1 << 60)), max_size=3))
+def test_pv_metadata_reads_back_what_lvm_wrote(dev_size, extent_sectors, indent, others):
+    others = [(uuid, size) for uuid, size in others if uuid != PV_UUID]
+    text = lvm_vg_text(dev_size, extent=extent_sectors * 512, indent=indent, others=others)
+    assert grow.pv_metadata(text, PV_UUID) == (dev_size // 512 * 512, extent_sectors * 512)
 
 
 LVM_CHARS = "abcXYZ019+_.-"
@@ -203,9 +319,11 @@ def stacks(draw) -> grow.Stack:
     partition = draw(st.none() | st.builds(
         grow.Partition, st.just("vda2"), st.integers(1, 4), SIZE, SIZE,
         st.sampled_from(["gpt", "dos"]), SIZE))
+    # extent: what pv_metadata gives, never 0 (it refuses an extent_size of 0)
     volume = draw(st.none() | st.builds(
         grow.Volume, st.just("dm-0"), st.just("vg/root"), SIZE, st.just("vda2"), SIZE, SIZE,
-        SIZE))
+        st.one_of(st.integers(1, 1 << 40).map(lambda n: n * 512),
+                  st.sampled_from([512, 4 * MiB, GiB])), SIZE))
     return grow.Stack("/", draw(st.sampled_from(["ext4", "xfs", "btrfs"])), device="vda2",
                       disk="vda", disk_size=draw(SIZE), fs_size=draw(SIZE), partition=partition,
                       volume=volume, problem=draw(st.sampled_from(["", "", "refused"])))
@@ -273,6 +391,17 @@ def every_superblock(size: int) -> bytes:
     return bytes(image)
 
 
+def pv_image() -> bytes:
+    """vda2's first MiB: the PV label (pvcreate made it 10 GiB), the metadata area recording
+    PV_SIZE (pvresize since), and the superblocks every_superblock puts around them."""
+    image = bytearray(lvm_pv(10 * GiB, PV_SIZE, device="/dev/vda2"))
+    every = every_superblock(PV_SIZE)
+    for start, end in ((0, 512), (1024, 2048), (65536, len(every))):
+        assert not any(image[start:end])
+        image[start:end] = every[start:end]
+    return bytes(image)
+
+
 PLAUSIBLE: Dict[str, bytes] = {
     f"{VDA}/size": b"83886080\n", f"{VDA}/dev": b"253:0\n",
     f"{VDA}/queue/logical_block_size": b"512\n",
@@ -283,7 +412,7 @@ PLAUSIBLE: Dict[str, bytes] = {
     f"{DM}/size": b"%d\n" % ((PV_SIZE - MiB) // 512), f"{DM}/dev": b"252:0\n",
     f"{DM}/dm/uuid": LV_UUID, f"{DM}/dm/name": b"my--vg-root\n",
     "/dev/vda": gpt(20 * GiB), "/dev/vda1": every_superblock(512 * MiB),
-    "/dev/vda2": lvm_pv_label(PV_SIZE).ljust(2048, b"\0") + every_superblock(PV_SIZE)[2048:],
+    "/dev/vda2": pv_image(),
     "/dev/dm-0": every_superblock(PV_SIZE - 2 * MiB),
     "/etc/fstab": b"/dev/vda1 /boot ext4 defaults 0 2\nUUID=1 / ext4 defaults 0 1\n",
     "/run/gandi/grow/dm-0.json": b'{"mountpoint": "/", "state": "failed", "reason": "busy"}\n',
@@ -304,6 +433,14 @@ def trees(draw) -> Dict[str, Optional[bytes]]:
     tree: Dict[str, Optional[bytes]] = dict(PLAUSIBLE)
     for path in draw(st.sets(st.sampled_from(sorted(PLAUSIBLE)), max_size=4)):
         tree[path] = draw(st.one_of(GARBAGE, st.none(), patched(PLAUSIBLE[path], 4)))
+    if draw(st.booleans()):
+        # vda2's metadata area (its header and text, 4 KiB from 4 KiB on) patched or cut: a
+        # patch anywhere in its MiB would seldom land there. The label is left to
+        # test_an_lvm_label_gives_its_size_or_is_refused (an area offset past 2^63 is a known
+        # bug: test_grow.py, test_a_metadata_area_offset_past_any_device_is_refused).
+        image = PLAUSIBLE["/dev/vda2"]
+        area = draw(patched(image[4096:8192], 6))
+        tree["/dev/vda2"] = image[:4096] + area + (image[8192:] if len(area) == 4096 else b"")
     return tree
 
 
