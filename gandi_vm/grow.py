@@ -254,11 +254,12 @@ def pv_metadata(text: str, uuid: str) -> Tuple[int, int]:
         if not sep:
             in_pv = in_pv and "}" not in line
             continue
+        number = value.isascii() and value.isdigit() and len(value) <= 20  # sectors, a u64
         if key == "id" and value.strip('"') == dashed:
             in_pv = True
-        elif key == "extent_size" and "extent_size" not in values and value.isdigit():
+        elif key == "extent_size" and "extent_size" not in values and number:
             values["extent_size"] = int(value) * 512
-        elif in_pv and key == "dev_size" and value.isdigit():
+        elif in_pv and key == "dev_size" and number:
             values["dev_size"] = int(value) * 512
     if "dev_size" not in values or not values.get("extent_size"):
         raise Refused("physical volume not found in its volume group's metadata")
@@ -363,14 +364,19 @@ def _volume(host: Host, device: str) -> Volume:
     if len(slaves) != 1 or host.exists(f"/sys/class/block/{slaves[0]}/dm"):
         raise Refused(f"{lv_name} does not sit on one physical volume ({', '.join(slaves)})")
     pv = slaves[0]
-    label = lvm_label(host.read_bytes(f"/dev/{pv}", 2048))
-    area, area_size = label.metadata
-    if not area_size:
-        raise Refused(f"{pv}: physical volume without a metadata area")
-    ranges = metadata_ranges(host.read_bytes(f"/dev/{pv}", MDA_HEADER, area), area_size)
-    text = b"".join(host.read_bytes(f"/dev/{pv}", length, area + offset)
-                    for offset, length in ranges)
-    pv_size, extent = pv_metadata(text.decode("ascii", "replace"), label.uuid)
+    try:
+        label = lvm_label(host.read_bytes(f"/dev/{pv}", 2048))
+        area, area_size = label.metadata
+        if not area_size:
+            raise Refused("physical volume without a metadata area")
+        if area + area_size > _size(host, pv):
+            raise Refused("LVM2 metadata area past the device's end")
+        ranges = metadata_ranges(host.read_bytes(f"/dev/{pv}", MDA_HEADER, area), area_size)
+        text = b"".join(host.read_bytes(f"/dev/{pv}", length, area + offset)
+                        for offset, length in ranges)
+        pv_size, extent = pv_metadata(text.decode("ascii", "replace"), label.uuid)
+    except Refused as e:
+        raise Refused(f"{pv}: {e}") from None
     # What the active logical volumes on it take; an inactive one has no device and is missed.
     allocated = sum(_size(host, lv) for lv in host.listdir(f"/sys/class/block/{pv}/holders"))
     return Volume(device, lv_name, _size(host, device), pv, pv_size, label.pe_start, extent,
@@ -440,10 +446,12 @@ def _steps(stack: Stack, grow_lv: bool) -> Tuple[List[Step], str, int]:
             room = part.size
     vol = stack.volume
     if vol:
+        pv_size = vol.pv_size  # what the volume group has of the PV, until a pvresize
         if room - vol.pv_size >= MIN_GROWTH:
             steps.append(Step("physical volume", vol.pv, ("pvresize", f"/dev/{vol.pv}"),
                               vol.pv_size, room))
-        free = (room - vol.pe_start) // vol.extent * vol.extent - vol.allocated
+            pv_size = room
+        free = (pv_size - vol.pe_start) // vol.extent * vol.extent - vol.allocated
         if free >= MIN_GROWTH and grow_lv:
             steps.append(Step("logical volume", vol.lv,
                               ("lvextend", "-l", "+100%FREE", vol.lv_name),

@@ -267,8 +267,6 @@ UUIDS = st.one_of(st.just(PV_UUID), st.text(max_size=40), st.text(DEVICE_TEXT, m
 @example("id = \"" + DASHED + "\"\ndev_size = 10\n}\nextent_size = 1\n", PV_UUID)
 @example("extent_size = 8192\nid = \"------\"\ndev_size = 7\n", "")
 def test_pv_metadata_gives_a_size_and_an_extent_or_is_refused(text, uuid):
-    # Not numbers past Python's 4300-digit limit, nor non-decimal digits: a known bug
-    # (test_grow.py: test_pv_metadata_with_an_absurd_number_is_refused, strict xfail).
     try:
         dev_size, extent = grow.pv_metadata(text, uuid)
     except grow.Refused as e:
