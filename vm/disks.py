@@ -11,7 +11,7 @@ no mount (sfdisk, mkfs.vfat and mtools write into the file itself).
 - a partitioned system disk: the test image's root filesystem in GPT partition 1, named
   `gandiroot`, from 1 MiB (debugfs rewrites its /etc/fstab inside the file).
 
-Used by tests/vm/test_first_boot.py, tests/vm/test_grow.py and bench/boot_provision.py.
+Used by tests/vm/test_first_boot.py, tests/vm/test_root_growth.py and bench/boot_provision.py.
 """
 
 from __future__ import annotations

@@ -434,8 +434,8 @@ def trees(draw) -> Dict[str, Optional[bytes]]:
     if draw(st.booleans()):
         # vda2's metadata area (its header and text, 4 KiB from 4 KiB on) patched or cut: a
         # patch anywhere in its MiB would seldom land there. The label is left to
-        # test_an_lvm_label_gives_its_size_or_is_refused (an area offset past 2^63 is a known
-        # bug: test_grow.py, test_a_metadata_area_offset_past_any_device_is_refused).
+        # test_an_lvm_label_gives_its_size_or_is_refused (and an area offset past 2^63 to
+        # test_grow.py's test_a_metadata_area_offset_past_any_device_is_refused).
         image = PLAUSIBLE["/dev/vda2"]
         area = draw(patched(image[4096:8192], 6))
         tree["/dev/vda2"] = image[:4096] + area + (image[8192:] if len(area) == 4096 else b"")
