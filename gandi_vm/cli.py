@@ -76,7 +76,8 @@ def _parser() -> argparse.ArgumentParser:
         sub = actions.add_parser(action, parents=[common], help=text)
         sub.add_argument("device", metavar="DEV", help="kernel name (vdb) or /dev path")
 
-    commands.add_parser("mount-all", parents=[common], help="attach every disk present (boot)")
+    commands.add_parser("mount-all", parents=[common],
+                        help="boot: online vCPUs and memory, attach every disk present, grow")
     commands.add_parser("grow", parents=[common],
                         help="grow CONFIG_GROW_MOUNTPOINTS into the space their disk gained")
 
@@ -211,8 +212,17 @@ def _dispatch(args: argparse.Namespace, host, settings) -> int:
 
         return 1 if any(o.failed for o in grow.configured(host, settings)) else 0
     if args.command == "mount-all":
-        from gandi_vm import disk, grow
+        from gandi_vm import cpu, disk, grow, memory
 
+        # gandi-mount's whole boot job in one process (an interpreter start costs seconds under
+        # emulation): online what is offline (a block that cannot be onlined is reported and
+        # must not keep the disks from being mounted, nor decide the unit's result), mount.
+        for module in (cpu, memory):
+            try:
+                module.online_all(host, settings)
+            except Exception as e:  # whatever onlining does, the disks are still mounted
+                log.error("%s online-all: failed: %s: %s", module.__name__.rsplit(".", 1)[-1],
+                          type(e).__name__, e)
         outcomes = disk.mount_all(host, settings)
         # The root grew in early-boot; what local-fs.target mounted since then grows here.
         grown = grow.configured(host, settings, skip=("/",))

@@ -807,15 +807,10 @@ def test_online_rule_assigns_attributes_and_only_wants_the_retune_unit():
     assert sorted(set(assigned)) == ["ATTR{online}", "ATTR{state}"]
 
 
-def test_boot_unit_onlines_before_mounting_and_an_onlining_failure_does_not_stop_the_mounts():
-    """All of gandi-mount.service's ExecStart lines (test_shipped_files sees only the last one)."""
+def test_boot_unit_is_one_mount_all_process():
+    """gandi-mount.service's boot job is one interpreter start: mount-all onlines, then mounts."""
     steps = [(prefix, " ".join(args)) for prefix, args in map(gandi_vm_args, exec_starts(MOUNT_UNIT))]
-    assert steps[-1] == ("", "mount-all")
-    assert [step for step in steps if "online-all" in step[1]] == [("-", "cpu online-all"),
-                                                                   ("-", "memory online-all")]
-    assert all(prefix == "-" for prefix, _ in steps[:-1]), "only mount-all decides the unit's result"
-    for _, args in steps:
-        cli._parser().parse_args(args.split())
+    assert steps == [("", "mount-all")]
 
 
 def test_the_configured_rule_is_in_place_before_udev_coldplug():
@@ -830,3 +825,28 @@ def test_the_configured_rule_is_in_place_before_udev_coldplug():
         unit = _unit(path)["Unit"]
         assert "systemd-udev-trigger.service" in unit.get("Before", "").split(), path.name
         assert unit.get("DefaultDependencies") == "no", path.name
+
+
+# -- mount-all: gandi-mount's one process ----------------------------------------------------------
+def test_mount_all_onlines_what_is_offline_then_mounts(fs, cli_hosts, capsys):
+    system(fs)
+    add_cpus(fs, CPUS)
+    add_memory_blocks(fs, BLOCKS)
+    assert cli.main(["mount-all"]) == 0
+    assert cli.main(["status"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "CPUS    4 present, 4 online, offline: -" in lines
+    assert "MEMORY  blocks of 128.0MiB: 4 online (512.0MiB), offline: -" in lines
+
+
+def test_mount_all_mounts_even_when_onlining_breaks(fs, cli_hosts, monkeypatch, capsys):
+    # What the '-' of two ExecStart lines gave, in one process: onlining neither stops the
+    # mounts nor decides the exit status.
+    system(fs)
+    mounted: List[str] = []
+    monkeypatch.setattr("gandi_vm.cpu.online_all", lambda host, settings: 1 / 0)
+    monkeypatch.setattr("gandi_vm.disk.mount_all",
+                        lambda host, settings: mounted.append("mount-all") or [])
+    assert cli.main(["mount-all"]) == 0
+    assert mounted == ["mount-all"]
+    assert "cpu online-all: failed: ZeroDivisionError: division by zero" in capsys.readouterr().err
