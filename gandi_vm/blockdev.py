@@ -167,6 +167,28 @@ def name_of_devno(host: Host, devno: str) -> Optional[str]:
     return resolved.rsplit("/", 1)[-1] if resolved else None
 
 
+def name_of_path(host: Host, path: str) -> Optional[str]:
+    """`/dev/vda1` or `/dev/mapper/vg-root` -> the kernel name behind it; None for a swap file,
+    `/dev/root` without a node, or a source that is no device at all (overlay, tmpfs)."""
+    if not path.startswith("/dev/"):
+        return None
+    try:
+        return kernel_name(host, path)
+    except NoSuchDevice:
+        return None
+
+
+def name_of_mount(host: Host, devno: str, source: str) -> Optional[str]:
+    """The device a mountinfo line mounts. btrfs shows an anonymous device number (0:NN) there:
+    its source path names the device instead."""
+    return name_of_devno(host, devno) or name_of_path(host, source)
+
+
+def disks_under(host: Host, name: str) -> Tuple[str, ...]:
+    """The whole disks a device sits on, through partitions and dm/md stacking."""
+    return tuple(whole_disk(host, base) for base in underlying(host, name))
+
+
 def underlying(host: Host, name: str) -> Tuple[str, ...]:
     """The physical devices under a stacked one (dm, md): follow `slaves` down to the bottom."""
     slaves = host.listdir(f"/sys/class/block/{name}/slaves")

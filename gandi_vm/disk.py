@@ -10,13 +10,16 @@ from __future__ import annotations
 import fnmatch
 import logging
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Tuple
 
-from gandi_vm import blockdev, filesystems, grow, labels, mounts, state, swap
+from gandi_vm import blockdev, filesystems, labels, mounts, state, swap
 from gandi_vm.blockdev import BlockDevice, Signature
 from gandi_vm.config import Settings
 from gandi_vm.hooks import run_hook
 from gandi_vm.host import Host
+
+if TYPE_CHECKING:  # grow is imported where it is used: most attaches never need it
+    from gandi_vm import grow
 
 log = logging.getLogger("gandi")
 
@@ -125,28 +128,16 @@ def system_disks(host: Host, table: Sequence[mounts.Mount]) -> Dict[str, str]:
     held: Dict[str, str] = {}
 
     def hold(name: Optional[str], why: str) -> None:
-        for base in blockdev.underlying(host, name) if name else ():
-            held.setdefault(blockdev.whole_disk(host, base), why)
+        for disk in blockdev.disks_under(host, name) if name else ():
+            held.setdefault(disk, why)
 
     for mount in table:
         if mount.mountpoint in SYSTEM_MOUNTPOINTS:
-            # btrfs has no real device number in mountinfo: fall back to the source path.
-            name = blockdev.name_of_devno(host, mount.devno) or _dev_name(host, mount.source)
-            hold(name, f"holds {mount.mountpoint}")
+            hold(blockdev.name_of_mount(host, mount.devno, mount.source),
+                 f"holds {mount.mountpoint}")
     for path in mounts.active_swaps(host):
-        hold(_dev_name(host, path), "holds active swap")
+        hold(blockdev.name_of_path(host, path), "holds active swap")
     return held
-
-
-def _dev_name(host: Host, path: str) -> Optional[str]:
-    """`/dev/vda1` or `/dev/mapper/vg-root` -> the kernel name behind it; None for a swap file,
-    `/dev/root` without a node, or a source that is no device at all (overlay, tmpfs)."""
-    if not path.startswith("/dev/"):
-        return None
-    try:
-        return blockdev.kernel_name(host, path)
-    except blockdev.NoSuchDevice:
-        return None
 
 
 def eligible(host: Host, settings: Settings) -> List[str]:
@@ -165,6 +156,8 @@ def attach(host: Host, settings: Settings, dev: str) -> Outcome:
     _report(host, outcome)
     if record is not None and record["ours"]:
         # A disk enlarged while the VM was stopped sent no resize event: grow it now.
+        from gandi_vm import grow
+
         grow.disk_resized(host, settings, blockdev.whole_disk(host, name))
         # Outside the lock and after the record, so the hook may call `gandi-vm` itself.
         run_hook(host, settings.hook_dir, "post-disk-attach",
@@ -346,7 +339,7 @@ def _detach(host: Host, settings: Settings, name: str,
 
 
 # -- resize ------------------------------------------------------------------------------------
-def resize(host: Host, settings: Settings, dev: str) -> List["grow.Outcome"]:
+def resize(host: Host, settings: Settings, dev: str) -> List[grow.Outcome]:
     """The platform changed the disk's capacity (gandi-resize@<disk>:<sectors>.service, started
     by the kernel's `change` uevent carrying RESIZE=1): grow what we may on it (grow.py). DEV
     may end in that instance's `:<sectors>`, the size the event announced; only logged."""
@@ -357,6 +350,8 @@ def resize(host: Host, settings: Settings, dev: str) -> List["grow.Outcome"]:
     if sectors:
         log.info("disk %s: capacity changed to %s sectors", name, sectors)
     disk = blockdev.whole_disk(host, name)
+    from gandi_vm import grow
+
     outcomes = grow.disk_resized(host, settings, disk)
     if not outcomes:
         log.info("disk %s: nothing on it is ours to grow", disk)

@@ -337,13 +337,7 @@ def _filesystem_size(host: Host, fstype: str, device: str, mountpoint: str) -> T
 
 
 def _device_of(host: Host, mount: mounts.Mount) -> str:
-    # btrfs shows an anonymous device number (0:NN) in mountinfo: its source names the device.
-    name = blockdev.name_of_devno(host, mount.devno)
-    if name is None and mount.source.startswith("/dev/"):
-        try:
-            name = blockdev.kernel_name(host, mount.source)
-        except blockdev.NoSuchDevice:
-            name = None
+    name = blockdev.name_of_mount(host, mount.devno, mount.source)
     if name is None:
         raise Refused(f"not on a block device ({sysfs.quoted(mount.source)})")
     return name
@@ -514,7 +508,8 @@ def disk_resized(host: Host, settings: Settings, disk: str) -> List[Outcome]:
     table = mounts.mount_table(host)
     outcomes = []
     for mount in _on_disk(host, table, disk):
-        record = state.load(host, _device_name(host, mount) or "-") or {}
+        record = state.load(host, blockdev.name_of_mount(host, mount.devno, mount.source)
+                            or "-") or {}
         ours = bool(record.get("ours")) and record.get("mountpoint") == mount.mountpoint
         if mount.mountpoint in settings.grow_mountpoints:
             if not settings.grow_root:
@@ -528,23 +523,12 @@ def disk_resized(host: Host, settings: Settings, disk: str) -> List[Outcome]:
     return outcomes
 
 
-def _device_name(host: Host, mount: mounts.Mount) -> Optional[str]:
-    try:
-        return _device_of(host, mount)
-    except Refused:
-        return None
-
-
-def _disks_of(host: Host, name: str) -> Tuple[str, ...]:
-    return tuple(blockdev.whole_disk(host, dev) for dev in blockdev.underlying(host, name))
-
-
 def _on_disk(host: Host, table: Sequence[mounts.Mount], disk: str) -> List[mounts.Mount]:
     """The filesystems mounted from this disk (through partitions and LVM), each once."""
     found: Dict[str, mounts.Mount] = {}
     for mount in table:
-        name = _device_name(host, mount)
-        if name and disk in _disks_of(host, name):
+        name = blockdev.name_of_mount(host, mount.devno, mount.source)
+        if name and disk in blockdev.disks_under(host, name):
             found[mount.mountpoint] = mount
     return list(found.values())
 
