@@ -1,15 +1,21 @@
-"""What the bench scripts share: commands that fail in one line, timing, summaries, signals, JSON."""
+"""What the bench scripts share: commands that fail in one line, timing, summaries, signals, JSON,
+and for the benches that boot a guest: systemd's time spans and the kernel's exec trace."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
 import signal
 import statistics
 import subprocess
 import time
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from collections import Counter
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence
+
+if TYPE_CHECKING:  # vm/ is on the path of the benches that boot a guest, and only theirs
+    from qemu_guest import Guest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_PYTHON = "/usr/bin/python3"  # guests run the distro interpreter
@@ -85,3 +91,85 @@ def write_json(path: str, data: Dict[str, Any]) -> None:
         json.dump(data, f, indent=2)
         f.write("\n")
     print(f"\nfigures written to {path}")
+
+
+# -- guests: what systemd says about a boot, and what the kernel saw executed ----------------------
+# A guest booted with these kernel arguments has the kernel's trace buffer recording every execve()
+# (sched_process_exec) and fork (sched_process_fork) from the first process on, whoever made it and
+# whether it logs anything or not, which a count of journal lines or of units would miss. The forks
+# tell which execs the bench itself caused: everything the guest agent (qemu-ga) runs for us, and
+# its descendants, is left out of the counts. Tracing two events costs the guest next to nothing.
+TRACE_ARGS = "trace_event=sched:sched_process_exec,sched:sched_process_fork trace_buf_size=4M"
+TRACE_DIRS = "/sys/kernel/tracing /sys/kernel/debug/tracing"
+GANDI_VM = "/usr/bin/gandi-vm"  # every Python interpreter of ours starts through it
+
+
+def seconds(text: str) -> float:
+    """systemd's time spans: 1min 2.345s, 812ms, 3.2s, 1h 2min."""
+    units = {"h": 3600.0, "min": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6}
+    total = 0.0
+    for number, unit in re.findall(r"([\d.]+)\s*(h|min|ms|us|µs|s)\b", text):
+        total += float(number) * units[unit]
+    return total
+
+
+def analyze_time(text: str) -> Dict[str, float]:
+    """`systemd-analyze time`: `Startup finished in 2.1s (kernel) + 3.4s (initrd) + 15.2s
+    (userspace) = 20.7s` and `multi-user.target reached after 14.9s in userspace` (as
+    multi_user_s, or graphical_s)."""
+    span = r"((?:[\d.]+(?:h|min|ms|us|µs|s)\s*)+)"
+    parts = {f"{part}_s": round(seconds(figure), 3)
+             for figure, part in re.findall(span + r"\((kernel|initrd|userspace)\)", text)}
+    for target, figure in re.findall(r"(multi-user|graphical)\.target reached after " + span, text):
+        parts[f"{target.replace('-', '_')}_s"] = round(seconds(figure), 3)
+    return parts
+
+
+def exec_trace(guest: "Guest", clear: bool = False) -> Dict[str, Any]:
+    """What the kernel's trace buffer holds (since the boot, or since the last `clear`): the execs
+    not caused by the bench, in all and by kind (gandi_vm: /usr/bin/gandi-vm; python3: an
+    interpreter run by its own name; cloud_init: cloud-init's programs), the execs left out as the
+    bench's own (agent_execs), the busiest programs, and the events the buffer lost (None if the
+    kernel has no trace buffer or its header is missing). `clear` empties the buffer after the read,
+    so that the next read holds only what came later."""
+    then = "{ cat $d/trace; : >$d/trace; exit 0; }" if clear else "{ cat $d/trace; exit 0; }"
+    out = guest.run(f"for d in {TRACE_DIRS}; do [ -r $d/trace ] && {then}; done; exit 1",
+                    timeout=120)
+    if out.returncode != 0:
+        return {"execs": None, "gandi_vm": None, "python3": None, "cloud_init": None,
+                "agent_execs": None, "lost": None, "programs": {}}
+    return count_execs(out.stdout)
+
+
+def count_execs(trace: str) -> Dict[str, Any]:
+    """exec_trace's counts from the text of a trace buffer."""
+    ours = set()  # pids forked by the guest agent, and their descendants
+    programs: Counter = Counter()
+    agent_execs = 0
+    for line in trace.splitlines():
+        fork = re.search(r"sched_process_fork: comm=(.*?) pid=(\d+) child_comm=.*? child_pid=(\d+)",
+                         line)
+        if fork:
+            if fork.group(1) == "qemu-ga" or fork.group(2) in ours:
+                ours.add(fork.group(3))
+            continue
+        exec_ = re.search(r"sched_process_exec: filename=(\S+) pid=(\d+)", line)
+        if exec_:
+            if exec_.group(2) in ours:
+                agent_execs += 1
+            else:
+                programs[exec_.group(1)] += 1
+    header = re.search(r"entries-in-buffer/entries-written: (\d+)/(\d+)", trace)
+    return {"execs": sum(programs.values()), "gandi_vm": programs[GANDI_VM],
+            "python3": sum(n for name, n in programs.items()
+                           if os.path.basename(name).startswith("python3")),
+            "cloud_init": sum(n for name, n in programs.items() if "cloud-init" in name),
+            "agent_execs": agent_execs,
+            "lost": int(header.group(2)) - int(header.group(1)) if header else None,
+            "programs": dict(programs.most_common(15))}
+
+
+def median(values: Sequence[Optional[float]]) -> Optional[float]:
+    """The median of the values present (None: a figure missing from that boot or run)."""
+    present = [v for v in values if v is not None]
+    return round(statistics.median(present), 3) if present else None

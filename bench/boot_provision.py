@@ -22,12 +22,12 @@ userspace parts; how long gandi-config.service's and gandi-postboot.service's ma
 (ExecMainStart to ExecMainExit, systemd's monotonic clock); every gandi-* line of
 `systemd-analyze blame`; and how many times /usr/bin/gandi-vm was executed during the boot.
 
-That count comes from the kernel: the guest boots with `trace_event=sched:sched_process_exec`, so
+That count comes from the kernel: the guest boots with benchlib.TRACE_ARGS (exec and fork), so
 the kernel's trace buffer holds one line per execve() from the first process on, whoever started
 it (a unit's ExecStart, a second ExecStart line, a DHCP client's event script) and whether it logs
 anything or not; the script counts the lines whose filename is /usr/bin/gandi-vm (every Python
 interpreter of ours starts that way). The buffer is large enough for a boot; a lost event is
-reported. Tracing that one event costs the guest next to nothing, and every variant pays it.
+reported. Tracing costs the guest next to nothing, and every variant pays it.
 
 Prints the median of each figure per variant and the ratios to the plain boot. Only prints
 figures (and writes them as JSON); asserts nothing about time. Exit status 1 if a guest does not
@@ -40,9 +40,7 @@ import argparse
 import datetime
 import os
 import platform
-import re
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -53,14 +51,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "vm"))
 
 from disks import config_drive, gandiswap_disk, missing_tools, platform_archive  # noqa: E402
-from benchlib import write_json  # noqa: E402
+from benchlib import TRACE_ARGS, analyze_time, exec_trace, median, seconds, write_json  # noqa: E402
 from qemu_guest import QEMU, Guest, GuestError, build_image  # noqa: E402
 
 DEFAULT_JSON = REPO / "bench" / "results" / "boot_provision.json"
 VARIANTS = ("plain", "config-2", "gandiswap", "grown-root")
 GIB = 1 << 30
-TRACE_ARGS = "trace_event=sched:sched_process_exec trace_buf_size=2M"
-GANDI_VM = "/usr/bin/gandi-vm"
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDxs3kDP1gpwHvAqCr1QRYtzebmdRIX4mg7ZL2rf34Ox bench@host"
 HASH = ("$6$provsalt1$/X0H7vzb/3P0pd2SLN8yAHQsCP67CuZ68.eous8FHMg4YqRdoeIM43u1OnI6Bl/"
         "UlTJFeOgKCffFtDWnAIjQt0")
@@ -91,38 +87,6 @@ def make_disk(variant: str, run: int, tmp: Path) -> List[Path]:
     return []
 
 
-def seconds(text: str) -> float:
-    """systemd's time spans: 1min 2.345s, 812ms, 3.2s, 1h 2min."""
-    units = {"h": 3600.0, "min": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6}
-    total = 0.0
-    for number, unit in re.findall(r"([\d.]+)\s*(h|min|ms|us|µs|s)\b", text):
-        total += float(number) * units[unit]
-    return total
-
-
-def analyze_time(line: str) -> Dict[str, float]:
-    """`Startup finished in 2.1s (kernel) + 3.4s (initrd) + 15.2s (userspace) = 20.7s`."""
-    parts = {}
-    for span, part in re.findall(r"((?:[\d.]+(?:h|min|ms|us|µs|s)\s*)+)\((kernel|initrd|userspace)\)",
-                                 line):
-        parts[f"{part}_s"] = round(seconds(span), 3)
-    return parts
-
-
-def exec_trace(guest: Guest) -> Dict[str, Any]:
-    """The kernel's sched_process_exec lines of this boot: how many ran /usr/bin/gandi-vm, how
-    many execs in all, and whether the buffer lost any."""
-    out = guest.run("for d in /sys/kernel/tracing /sys/kernel/debug/tracing; do "
-                    "[ -r $d/trace ] && exec cat $d/trace; done; exit 1", timeout=120)
-    if out.returncode != 0:
-        return {"gandi_vm_exec_count": None, "execs": None, "lost": None}
-    header = re.search(r"entries-in-buffer/entries-written: (\d+)/(\d+)", out.stdout)
-    events = [line for line in out.stdout.splitlines() if "sched_process_exec:" in line]
-    ours = [line for line in events if f"filename={GANDI_VM} " in line + " "]
-    return {"gandi_vm_exec_count": float(len(ours)), "execs": len(events),
-            "lost": int(header.group(2)) - int(header.group(1)) if header else None}
-
-
 def one_boot(image: Path, variant: str, run: int, tmp: Path, trace: bool) -> Dict[str, Any]:
     disks = make_disk(variant, run, tmp)
     root_size = (image / "rootfs.raw").stat().st_size + GIB if variant == "grown-root" else None
@@ -140,8 +104,9 @@ def one_boot(image: Path, variant: str, run: int, tmp: Path, trace: bool) -> Dic
             "gandi_postboot_s": guest.unit_seconds("gandi-postboot.service"),
             "gandi_units_blame_s": round(sum(seconds(f) for f in analysis["units_blame"].values()), 3),
         }
-        traced = exec_trace(guest) if trace else {"gandi_vm_exec_count": None}
-        figures["gandi_vm_exec_count"] = traced.pop("gandi_vm_exec_count")
+        traced = exec_trace(guest) if trace else {"gandi_vm": None}
+        gandi_vm = traced.pop("gandi_vm")
+        figures["gandi_vm_exec_count"] = None if gandi_vm is None else float(gandi_vm)
         instance = guest.run("cat /var/lib/gandi-vm/instance.json")
         provisioned = instance.returncode == 0 and bool(instance.stdout.strip())
         if variant == "grown-root":  # its job is the grown /, not an instance
@@ -155,11 +120,6 @@ def one_boot(image: Path, variant: str, run: int, tmp: Path, trace: bool) -> Dic
                 "failed_units": guest.run("systemctl --failed --no-legend --plain").stdout.strip()}
     finally:
         guest.stop()
-
-
-def median(values: List[Optional[float]]) -> Optional[float]:
-    present = [v for v in values if v is not None]
-    return round(statistics.median(present), 3) if present else None
 
 
 def report(results: Dict[str, Any]) -> None:

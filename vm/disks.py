@@ -8,10 +8,12 @@ no mount (sfdisk, mkfs.vfat and mtools write into the file itself).
   512 KiB are zero (blank: the guest formats it) with the archive after them;
 - an OpenStack config drive: a vfat filesystem labelled `config-2` holding
   openstack/latest/meta_data.json and user_data (written with mtools: Debian package mtools);
+- cloud-init's NoCloud seed: a vfat filesystem labelled `cidata` with meta-data and user-data;
 - a partitioned system disk: the test image's root filesystem in GPT partition 1, named
   `gandiroot`, from 1 MiB (debugfs rewrites its /etc/fstab inside the file).
 
-Used by tests/vm/test_first_boot.py, tests/vm/test_root_growth.py and bench/boot_provision.py.
+Used by tests/vm/test_first_boot.py, tests/vm/test_root_growth.py, bench/boot_provision.py and
+bench/boot_cost.py.
 """
 
 from __future__ import annotations
@@ -122,25 +124,42 @@ def partition_label(path: Path) -> Dict[str, Any]:
     return json.loads(_run(["sfdisk", "--json", str(path)]).stdout)["partitiontable"]
 
 
-def config_drive(path: Path, meta_data: Mapping[str, Any],
-                 user_data: Optional[Union[str, bytes]] = None, label: str = "config-2",
-                 size_mb: int = 16) -> Path:
-    """An OpenStack config drive: vfat labelled config-2 with openstack/latest/meta_data.json and
-    user_data, filled with mtools (mmd, mcopy: no mount, and this host's kernel may lack vfat)."""
+def vfat_drive(path: Path, label: str, files: Mapping[str, Union[str, bytes]],
+               size_mb: int = 16) -> Path:
+    """A vfat filesystem labelled `label` holding `files` ({"dir/name": content}), filled with
+    mtools (mmd, mcopy: no mount, and this host's kernel may lack vfat)."""
     if path.exists():
         path.unlink()
     _run(["mkfs.vfat", "-C", "-n", label, str(path), str(size_mb * 1024)])
     image = ["-i", str(path)]
-    _run(["mmd", *image, "::/openstack", "::/openstack/latest"])
-    with tempfile.TemporaryDirectory(prefix="gandi-config2-") as tmp:
-        meta = Path(tmp) / "meta_data.json"
-        meta.write_text(json.dumps(meta_data, indent=2) + "\n")
-        _run(["mcopy", *image, str(meta), "::/openstack/latest/meta_data.json"])
-        if user_data is not None:
-            data = Path(tmp) / "user_data"
-            data.write_bytes(user_data.encode() if isinstance(user_data, str) else user_data)
-            _run(["mcopy", *image, str(data), "::/openstack/latest/user_data"])
+    directories = sorted({"/".join(name.split("/")[:depth])
+                          for name in files for depth in range(1, name.count("/") + 1)})
+    if directories:
+        _run(["mmd", *image, *(f"::/{d}" for d in directories)])
+    with tempfile.TemporaryDirectory(prefix="gandi-vfat-") as tmp:
+        for number, (name, content) in enumerate(files.items()):
+            source = Path(tmp) / str(number)
+            source.write_bytes(content.encode() if isinstance(content, str) else content)
+            _run(["mcopy", *image, str(source), f"::/{name}"])
     return path
+
+
+def config_drive(path: Path, meta_data: Mapping[str, Any],
+                 user_data: Optional[Union[str, bytes]] = None, label: str = "config-2",
+                 size_mb: int = 16) -> Path:
+    """An OpenStack config drive: vfat labelled config-2 with openstack/latest/meta_data.json and
+    user_data."""
+    files: Dict[str, Union[str, bytes]] = {
+        "openstack/latest/meta_data.json": json.dumps(meta_data, indent=2) + "\n"}
+    if user_data is not None:
+        files["openstack/latest/user_data"] = user_data
+    return vfat_drive(path, label, files, size_mb)
+
+
+def nocloud_seed(path: Path, meta_data: str, user_data: str) -> Path:
+    """cloud-init's NoCloud seed: vfat labelled cidata with meta-data and user-data (YAML text),
+    which ds-identify recognizes by the label alone, so cloud-init runs its NoCloud datasource."""
+    return vfat_drive(path, "cidata", {"meta-data": meta_data, "user-data": user_data})
 
 
 def filesystem_label(path: Path) -> str:
