@@ -9,17 +9,17 @@ is stale during a `change` event.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
 
 from gandi_vm import sysfs
-from gandi_vm.host import Host, lines
+from gandi_vm.host import Host, UnknownName, lines
+from gandi_vm.record import Record
 
 _KERNEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:!-]{0,63}")
 BLKID_TIMEOUT = 15
 
 
-class NoSuchDevice(Exception):
+class NoSuchDevice(UnknownName):
     """The name given is not a block device of this system."""
 
 
@@ -43,11 +43,10 @@ def kernel_name(host: Host, dev: str) -> str:
     return name
 
 
-@dataclass(frozen=True)
-class Signature:
+class Signature(Record):
     """What blkid found on the device (keys as in udev: ID_FS_TYPE, ID_PART_TABLE_TYPE...)."""
 
-    properties: Dict[str, str] = field(default_factory=dict)
+    properties: Dict[str, str] = {}
     ambivalent: bool = False
     error: Optional[str] = None
 
@@ -111,8 +110,7 @@ def probe(host: Host, name: str) -> Signature:
     return Signature(properties)
 
 
-@dataclass(frozen=True)
-class BlockDevice:
+class BlockDevice(Record):
     """What sysfs says of a device; everything a skip decision needs without probing."""
 
     name: str

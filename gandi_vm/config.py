@@ -7,25 +7,22 @@ keeps its default, so a typo never stops a handler.
 
 from __future__ import annotations
 
-import logging
 import posixpath
 import re
 import shlex
-from dataclasses import dataclass, field, replace
 from typing import Callable, Dict, List, Optional, Tuple
 
-from gandi_vm import host as hostlib, sysfs
+from gandi_vm import host as hostlib, log, sysfs
 from gandi_vm.host import Host
+from gandi_vm.record import Record, replace
 
-log = logging.getLogger("gandi")
 
 DEFAULT_PATHS = ("/etc/default/gandi", "/etc/sysconfig/gandi")
 # No setting needs more; a longer line is garbage, refused before shlex spends time on it.
 MAX_LINE = 4096
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(Record, uncompared=("problems",)):
     allow_mount: bool = True
     mount_params: str = "rw,nosuid,nodev,noatime"
     disk_root: str = "/srv"
@@ -68,7 +65,7 @@ class Settings:
     grow_mountpoints: Tuple[str, ...] = ("/",)
     source: str = "(defaults)"
     # (logging level, "file:line: message") for each line that was not taken as written
-    problems: Tuple[Tuple[int, str], ...] = field(default=(), compare=False)
+    problems: Tuple[Tuple[int, str], ...] = ()
 
 
 def _boolean(value: str) -> bool:
@@ -254,7 +251,7 @@ def parse(text: str, source: str) -> Settings:
     values: Dict[str, object] = {}
     problems: List[Tuple[int, str]] = []
 
-    def problem(lineno: int, message: str, level: int = logging.ERROR) -> None:
+    def problem(lineno: int, message: str, level: int = log.ERROR) -> None:
         problems.append((level, f"{source}:{lineno}: {message}"))
 
     for lineno, line in enumerate(hostlib.lines(text), 1):
@@ -276,7 +273,7 @@ def parse(text: str, source: str) -> Settings:
             continue
         if key not in KEYS:
             problem(lineno, f"unknown key {key[:40]}{'...' if len(key) > 40 else ''}; ignored",
-                    logging.WARNING)
+                    log.WARNING)
             continue
         name, convert = KEYS[key]
         try:
@@ -337,4 +334,4 @@ def load(host: Host, explicit: Optional[str] = None) -> Settings:
 
 
 def _unreadable(path: str, error: OSError) -> Settings:
-    return replace(Settings(), problems=((logging.ERROR, f"{path}: {error.strerror}; using defaults"),))
+    return replace(Settings(), problems=((log.ERROR, f"{path}: {error.strerror}; using defaults"),))

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import logging
 import os
 import re
 import stat
@@ -36,10 +35,10 @@ import tarfile
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
+from gandi_vm import log
 from gandi_vm.host import Host
 from gandi_vm.sysfs import quoted
 
-log = logging.getLogger("gandi")
 
 DRIVE_DIR = "/gandi"  # where provisioning reads `config` and `init`
 STORE = "/var/lib/gandi-vm"
@@ -316,7 +315,7 @@ def _member_data(window: _Window, member: Member) -> bytes:
 
 def _said(host: Host, result: Result, error: bool = False) -> Result:
     prefix = "(dry run) " if host.dry_run else ""
-    log.log(logging.WARNING if error else logging.INFO, "%s%s", prefix, result.line)
+    log.log(log.WARNING if error else log.INFO, "%s%s", prefix, result.line)
     return result
 
 

@@ -8,14 +8,12 @@ never touches cpu0 (which often has no `online` file at all: it cannot be offlin
 
 from __future__ import annotations
 
-import logging
 from typing import Dict, List
 
-from gandi_vm import online, sysfs
+from gandi_vm import log, online, sysfs
 from gandi_vm.config import Settings
 from gandi_vm.host import Host
 
-log = logging.getLogger("gandi")
 
 CPU_DIR = "/sys/devices/system/cpu"
 

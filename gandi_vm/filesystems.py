@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 from gandi_vm.host import Host
+from gandi_vm.record import Record
 
 EXT = ("ext2", "ext3", "ext4")
 
@@ -18,8 +18,7 @@ _E2FSCK_BITS = {
 }
 
 
-@dataclass(frozen=True)
-class Check:
+class Check(Record):
     ok: bool
     message: str
 

@@ -6,13 +6,12 @@ failure never undoes or blocks what the handler did.
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import Sequence
 
+from gandi_vm import log
 from gandi_vm.host import Host
 
-log = logging.getLogger("gandi")
 
 HOOK_TIMEOUT = 60
 

@@ -8,17 +8,18 @@ With dry_run, nothing is changed: each action is printed as a plan line instead,
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import logging
 import os
 import posixpath
-import subprocess
 import sys
-from dataclasses import dataclass
-from typing import Iterator, List, Optional, Sequence, TextIO
 
-log = logging.getLogger("gandi")
+from gandi_vm import log
+from gandi_vm.record import Record
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
+if TYPE_CHECKING:
+    from typing import List, Optional, Sequence, TextIO
+
 
 # Commands run with a stable, parseable locale and a PATH that finds sbin tools even when we are
 # started from a minimal environment (udev, systemd units, cron).
@@ -38,6 +39,11 @@ _LINGERING_OUTPUT = 1 << 20
 
 class InvalidPath(OSError):
     """A guest path no file can have (a NUL byte): callers treat it as any unreadable file."""
+
+
+class UnknownName(Exception):
+    """A name on the command line that names nothing here (a device, an interface, a plugin):
+    a usage error, which the command line reports in one line with exit status 2."""
 
 
 def lines(text: str) -> List[str]:
@@ -60,8 +66,7 @@ def lines_keepends(text: str) -> List[str]:
     return kept
 
 
-@dataclass(frozen=True)
-class Result:
+class Result(Record):
     """Outcome of an external command; callers decide what a failure means."""
 
     argv: Sequence[str]
@@ -212,6 +217,8 @@ class Host:
             self._say("run " + command_line(argv))
             return Result(argv, 0)
         log.debug("running %s", command_line(argv))
+        import subprocess  # a handler that decides without running anything never loads it
+
         try:
             if lingering:
                 return self._run_lingering(argv, timeout)
@@ -235,6 +242,7 @@ class Host:
         return Result(argv, done.returncode, done.stdout, done.stderr)
 
     def _run_lingering(self, argv: List[str], timeout: float) -> Result:
+        import subprocess
         import tempfile
 
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
@@ -313,8 +321,10 @@ class Host:
                 os.chown(tmp, *owner)
             os.replace(tmp, real)
         except BaseException:
-            with contextlib.suppress(OSError):
+            try:
                 os.unlink(tmp)
+            except OSError:
+                pass
             raise
         return True
 
@@ -329,8 +339,10 @@ class Host:
         real = self.path(guest_path)
         os.makedirs(os.path.dirname(real), mode=0o755, exist_ok=True)
         temporary = f"{real}.gandi-new"
-        with contextlib.suppress(FileNotFoundError):
+        try:
             os.unlink(temporary)
+        except FileNotFoundError:
+            pass
         os.symlink(target, temporary)
         os.replace(temporary, real)
         return True
@@ -369,25 +381,12 @@ class Host:
             return False
         return True
 
-    @contextlib.contextmanager
-    def lock(self, name: str) -> Iterator[None]:
-        """An exclusive lock under /run/gandi/lock, held until the block ends.
+    def lock(self, name: str) -> Lock:
+        """An exclusive lock under /run/gandi/lock, held until the `with` block ends.
 
         Overlapping events for one device (udev may queue add and change back to back, and the
         boot-time mount-all may race a coldplug unit) must not act at the same time."""
-        if self.dry_run:
-            yield
-            return
-        import fcntl
-
-        directory = self.path("/run/gandi/lock")
-        os.makedirs(directory, mode=0o755, exist_ok=True)
-        fd = os.open(os.path.join(directory, name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+        return Lock(None if self.dry_run else self.path("/run/gandi/lock"), name)
 
     def _diff(self, guest_path: str, text: str) -> None:
         import difflib
@@ -405,6 +404,34 @@ class Host:
 
     def _say(self, line: str) -> None:
         print("would " + line, file=self._plan or sys.stdout, flush=True)
+
+
+class Lock:
+    """Host.lock's context manager (a class: contextlib costs milliseconds at start-up)."""
+
+    def __init__(self, directory: Optional[str], name: str):
+        self.directory = directory  # None: a dry run takes no lock
+        self.name = name
+        self.fd: Optional[int] = None
+
+    def __enter__(self) -> None:
+        if self.directory is None:
+            return
+        import fcntl
+
+        os.makedirs(self.directory, mode=0o755, exist_ok=True)
+        self.fd = os.open(os.path.join(self.directory, self.name + ".lock"),
+                          os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        except BaseException:
+            self.__exit__()
+            raise
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 def printable(text: str) -> str:

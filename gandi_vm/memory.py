@@ -8,14 +8,12 @@ again, `online_kernel` usable for kernel allocations). It never offlines anythin
 
 from __future__ import annotations
 
-import logging
 from typing import Dict, List
 
-from gandi_vm import online, sysfs
+from gandi_vm import log, online, sysfs
 from gandi_vm.config import Settings
 from gandi_vm.host import Host
 
-log = logging.getLogger("gandi")
 
 MEMORY_DIR = "/sys/devices/system/memory"
 # Block N covers physical addresses from N times the block size: with at most 52 bits of physical

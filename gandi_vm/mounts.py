@@ -11,10 +11,10 @@ path, and libmount splits fstab on them), and `\\NNN` is an escaped byte, not a 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
 from gandi_vm.host import Host, lines
+from gandi_vm.record import Record
 
 _OCTAL_DIGITS = b"01234567"
 
@@ -48,8 +48,7 @@ def fields(line: str) -> List[str]:
     return [field for field in line.replace("\t", " ").split(" ") if field]
 
 
-@dataclass(frozen=True)
-class Mount:
+class Mount(Record):
     devno: str  # "major:minor"
     mountpoint: str
     fstype: str
@@ -100,8 +99,7 @@ def active_swaps(host: Host) -> List[str]:
 DELETED = " (deleted)"
 
 
-@dataclass(frozen=True)
-class SwapArea:
+class SwapArea(Record):
     path: str  # as the kernel shows it, " (deleted)" removed
     kind: str  # partition, file
     size: Optional[int]  # bytes
@@ -142,8 +140,7 @@ def _kib(value: Optional[int]) -> Optional[int]:
     return value * 1024 if value is not None and value >= 0 else None
 
 
-@dataclass(frozen=True)
-class FstabEntry:
+class FstabEntry(Record):
     lineno: int
     spec: str  # "UUID=...", "LABEL=...", "/dev/vdb", ...
     mountpoint: str

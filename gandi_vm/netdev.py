@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 from typing import List, Optional
 
 from gandi_vm import sysfs
-from gandi_vm.host import Host, lines
+from gandi_vm.host import Host, UnknownName, lines
+from gandi_vm.record import Record
 
 ARPHRD_ETHER, ARPHRD_LOOPBACK = 1, 772
 
@@ -26,7 +26,7 @@ _MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5,19}")
 _WORD = re.compile(r"[a-z0-9_.+-]{1,64}", re.IGNORECASE)
 
 
-class NoSuchInterface(Exception):
+class NoSuchInterface(UnknownName):
     """The named interface does not exist (or its name is not one the kernel could give)."""
 
 
@@ -40,8 +40,7 @@ def checked_name(name: str) -> str:
     return name
 
 
-@dataclass(frozen=True)
-class NetDevice:
+class NetDevice(Record):
     name: str
     ifindex: int
     mac: str

@@ -9,17 +9,15 @@ only (a .network file under /run, an unsaved NetworkManager profile) and removed
 from __future__ import annotations
 
 import fnmatch
-import logging
 import re
 import time
 from typing import Callable, Iterator, List, Optional, Set, Tuple, TypeVar
 
-from gandi_vm import routing
+from gandi_vm import log, routing
 from gandi_vm.host import Host, lines
 from gandi_vm.lease import Lease, LeaseError, from_networkd, from_nmcli
 from gandi_vm.netdev import NetDevice
 
-log = logging.getLogger("gandi")
 
 OWN, NETWORKD, NM = "gandi-dhcp", "systemd-networkd", "NetworkManager"
 QUERY_TIMEOUT = 15

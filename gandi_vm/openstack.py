@@ -14,16 +14,15 @@ anything else (cloud-config, MIME) is ignored with one line: gandi-vm is not clo
 
 from __future__ import annotations
 
-import logging
 import re
 from typing import Any, List, Optional, Tuple
 
+from gandi_vm import log
 from gandi_vm.host import Host, lines
 from gandi_vm.provision import (MAX_DOCUMENT, STATE_DIR, Applied, ProvisionError, declare,
                                 gather, parse_openstack, read_bounded, run_script)
 from gandi_vm.sysfs import quoted
 
-log = logging.getLogger("gandi")
 
 LABELS = ("config-2", "CONFIG-2")  # vfat labels are often upper case
 MOUNT_DIR = "/run/gandi/config-2"

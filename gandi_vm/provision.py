@@ -33,17 +33,16 @@ with CONFIG_INIT_TIMEOUT, its output logged line by line, once per instance, bef
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
+from gandi_vm import log
 from gandi_vm.host import Host, lines, printable
 from gandi_vm.sysfs import quoted
 
-log = logging.getLogger("gandi")
 
 DRIVE_DIR = "/gandi"  # configdrive.DRIVE_DIR: the platform's drive, extracted root-only
 CONFIG = "/gandi/config"

@@ -12,31 +12,28 @@ says whether any failed. Each plugin's duration is logged.
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 import time
-from dataclasses import dataclass
 from types import ModuleType
 from typing import Dict, List, Optional
 
-from gandi_vm import plugins
+from gandi_vm import log, plugins
 from gandi_vm.config import Settings
 from gandi_vm.hooks import run_hook
-from gandi_vm.host import Host, printable
+from gandi_vm.host import Host, UnknownName, printable
 from gandi_vm.plugins import FAILED, Context, Outcome
+from gandi_vm.record import Record
 
-log = logging.getLogger("gandi")
 
 LOCAL_TIMEOUT = 120
 _LEFTOVERS = (".dpkg-old", ".dpkg-new", ".dpkg-dist", ".dpkg-tmp", ".rpmnew", ".rpmsave", "~")
 
 
-class UnknownPlugin(Exception):
+class UnknownPlugin(UnknownName):
     """--only names no built-in plugin."""
 
 
-@dataclass(frozen=True)
-class Ran:
+class Ran(Record):
     name: str
     outcome: Outcome
     seconds: float
@@ -137,6 +134,6 @@ def _report(ran: Ran, host: Host) -> Ran:
     # A detail may quote hostile data (a file's line, a command's output): one log line each,
     # whatever it holds, so a control character is shown escaped, never acted on by a terminal.
     detail = f": {printable(ran.outcome.detail)}" if ran.outcome.detail else ""
-    log.log(logging.ERROR if ran.outcome.failed else logging.INFO, "%splugin %s: %s%s (%.0f ms)",
+    log.log(log.ERROR if ran.outcome.failed else log.INFO, "%splugin %s: %s%s (%.0f ms)",
             prefix, ran.name, ran.outcome.state, detail, ran.seconds * 1000)
     return ran

@@ -24,16 +24,14 @@ What we did is kept in /run/gandi/swap/DEV.json, for detach and `status`.
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
-from gandi_vm import blockdev, mounts, state, sysfs
+from gandi_vm import blockdev, log, mounts, state, sysfs
 from gandi_vm.blockdev import BlockDevice, Signature
 from gandi_vm.config import Settings
 from gandi_vm.host import Host, lines
+from gandi_vm.record import Record
 
-log = logging.getLogger("gandi")
 
 PARTNAME = "gandiswap"
 LABEL = b"swap"
@@ -52,8 +50,7 @@ ACTIVE, FORMAT, REUSE, REFUSE, NOT_OURS = "active", "format", "reuse", "refuse",
 ON, SKIPPED, FAILED, OFF, UNCHANGED = "active", "skipped", "failed", "off", "unchanged"
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(Record):
     device: str
     state: str
     reason: str
@@ -66,8 +63,7 @@ class Outcome:
         return f"swap {self.device}: {self.state}: {self.reason}"
 
 
-@dataclass(frozen=True)
-class Facts:
+class Facts(Record):
     """What the decision needs to know of a candidate; gathered through the Host."""
 
     kind: str
@@ -86,8 +82,7 @@ class Facts:
     blank_error: str = ""
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(Record):
     action: str
     reason: str
 
@@ -355,7 +350,7 @@ def _may_be_labelled(host: Host, settings: Settings, dev: BlockDevice) -> bool:
 
 def report(host: Host, outcome: Outcome) -> None:
     prefix = "(dry run) " if host.dry_run else ""
-    log.log(logging.ERROR if outcome.failed else logging.INFO, "%s%s", prefix, outcome.line())
+    log.log(log.ERROR if outcome.failed else log.INFO, "%s%s", prefix, outcome.line())
 
 
 def setup(host: Host, settings: Settings) -> List[str]:

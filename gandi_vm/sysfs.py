@@ -11,13 +11,13 @@ naming the file (`read_number`, `read_cpu_list` do that for a Host).
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING, Iterable, List, Optional
+
+from gandi_vm import log
 
 if TYPE_CHECKING:
     from gandi_vm.host import Host
 
-log = logging.getLogger("gandi")
 
 # The kernel's largest NR_CPUS (CONFIG_NR_CPUS_RANGE_END on x86_64 with MAXSMP): no cpu list can
 # name a CPU at or past it.

@@ -17,15 +17,13 @@ the first must report every plugin unchanged.
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass, field
 from typing import List, Optional, Sequence
 
 from gandi_vm import lease
 from gandi_vm.config import Settings
 from gandi_vm.host import Host, Result, command_line
+from gandi_vm.record import Record
 
-log = logging.getLogger("gandi")
 
 NAMES = ("console", "hostname", "nameserver", "timezone", "ssh", "motd", "sysctl", "nosegneg",
          "cron", "fscheck")
@@ -33,8 +31,7 @@ CHANGED, UNCHANGED, SKIPPED, FAILED = "changed", "unchanged", "skipped", "failed
 BACKUP_DIR = "/var/lib/gandi-vm/backup"
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(Record):
     state: str
     detail: str = ""
 
@@ -43,14 +40,13 @@ class Outcome:
         return self.state == FAILED
 
 
-@dataclass
-class Context:
+class Context(Record, mutable=True):
     """What a plugin may use: the rooted host, the settings, and writers that keep the rules."""
 
     host: Host
     settings: Settings
     name: str = ""
-    changes: List[str] = field(default_factory=list)
+    changes: List[str] = []
 
     # -- writers ---------------------------------------------------------------------------------
     def write(self, path: str, text: str, mode: int = 0o644) -> bool:

@@ -9,18 +9,17 @@ is listed there, or root could not log in on the one terminal left when the netw
 
 from __future__ import annotations
 
-import logging
 import posixpath
 import re
 from typing import Callable, List, Optional
 
+from gandi_vm import log
 from gandi_vm.host import Host, lines
 from gandi_vm.plugins import Context, Outcome
 
 ORDER = 10
 FLAG = "CONFIG_CONSOLE"
 
-log = logging.getLogger("gandi")
 
 # Serial lines (ttyS), virtio and Xen consoles (hvc, xvc) and virtual terminals (ttyN). A name is
 # written into a unit name and into inittab and securetty, so anything else is ignored.

@@ -8,18 +8,16 @@ filesystem whose owner set either check is left alone.
 
 from __future__ import annotations
 
-import logging
 import re
 from typing import Dict, Optional
 
-from gandi_vm import blockdev, mounts
+from gandi_vm import blockdev, log, mounts
 from gandi_vm.host import Host
 from gandi_vm.plugins import Context, Outcome
 
 ORDER = 100
 FLAG = "CONFIG_FSCHECK"
 
-log = logging.getLogger("gandi")
 
 EXT = ("ext2", "ext3", "ext4")
 INTERVAL = "6m"

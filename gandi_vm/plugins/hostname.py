@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import logging
 import re
 from typing import TYPE_CHECKING, Optional, Tuple
 
+from gandi_vm import log
 from gandi_vm.host import lines
 
 if TYPE_CHECKING:
     from gandi_vm.plugins import Context, Outcome
 
-log = logging.getLogger("gandi")
 
 ORDER = 20
 FLAG = "CONFIG_HOSTNAME"

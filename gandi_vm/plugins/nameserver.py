@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import logging
 import re
 from typing import TYPE_CHECKING, Iterable, List, Optional
 
-from gandi_vm import host
+from gandi_vm import host, log
 
 if TYPE_CHECKING:
     from gandi_vm.plugins import Context, Outcome
 
-log = logging.getLogger("gandi")
 
 ORDER = 30
 FLAG = "CONFIG_NAMESERVER"

@@ -10,7 +10,6 @@ off Xen must lose it.
 
 from __future__ import annotations
 
-import logging
 from typing import List
 
 from gandi_vm.host import lines, lines_keepends
@@ -19,7 +18,6 @@ from gandi_vm.plugins import Context, Outcome
 ORDER = 80
 FLAG = "CONFIG_NOSEGNEG"
 
-log = logging.getLogger("gandi")
 
 CONF = "/etc/ld.so.conf.d/libc6-xen.conf"
 LINE = "hwcap 1 nosegneg"

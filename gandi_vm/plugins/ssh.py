@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import binascii
 import fnmatch
-import logging
 import os
 import posixpath
 import re
@@ -33,10 +32,10 @@ import shlex
 import struct
 from typing import Dict, List, Optional, Tuple
 
+from gandi_vm import log
 from gandi_vm.host import lines, lines_keepends
 from gandi_vm.plugins import Context, Outcome
 
-log = logging.getLogger("gandi")
 
 ORDER = 50
 FLAG = "CONFIG_SSHD"

@@ -8,16 +8,15 @@ the link is made. Without /etc/sysctl.d, `sysctl -p` runs at boot, and only when
 
 from __future__ import annotations
 
-import logging
 from typing import Dict, List, Tuple
 
+from gandi_vm import log
 from gandi_vm.host import Host, lines
 from gandi_vm.plugins import Context, Outcome
 
 ORDER = 70
 FLAG = "CONFIG_SYSCTL"
 
-log = logging.getLogger("gandi")
 
 SHIPPED = "/etc/gandi/sysctl.conf"
 DROPIN_DIR = "/etc/sysctl.d"

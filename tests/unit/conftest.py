@@ -4,10 +4,11 @@ modules can import them by name (tests/unit is not a package)."""
 from __future__ import annotations
 
 import importlib
-import logging
 
 import pytest
 from fakesys import FakeHost, system
+
+from gandi_vm import log
 
 # Load every module before the first test: pyfakefs unloads, after each test, the modules first
 # imported during it, and cli/disk import lazily. A module imported anew while another still
@@ -25,10 +26,8 @@ def host(fs):
 
 
 @pytest.fixture(autouse=True)
-def _keep_gandi_logger():
-    """cli.main() replaces the 'gandi' logger's handlers and stops propagation; undo that so
-    caplog keeps working in the tests that follow."""
-    logger = logging.getLogger("gandi")
-    saved = (logger.handlers[:], logger.level, logger.propagate)
+def _log_to_caplog():
+    """cli.main() sends gandi_vm.log's lines to stderr (as the real command does); undo that so
+    the tests that follow see them again as records of the stdlib logger "gandi" (caplog)."""
     yield
-    logger.handlers[:], logger.level, logger.propagate = saved
+    log.reset()

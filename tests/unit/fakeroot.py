@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import io
 import os
-from dataclasses import replace
+from gandi_vm.record import replace
 from typing import Dict, Tuple
 
 import yaml  # loaded now: pyfakefs unloads modules first imported during a test

@@ -36,7 +36,7 @@ class Commands:
 @pytest.fixture
 def commands(monkeypatch):
     fake = Commands()
-    monkeypatch.setattr("gandi_vm.host.subprocess.run", fake)
+    monkeypatch.setattr("subprocess.run", fake)
     return fake
 
 
@@ -192,15 +192,19 @@ def _broken(args, host, settings):
     raise KeyError("no such\nkey")
 
 
+def _break(monkeypatch, *words):
+    monkeypatch.setitem(cli.COMMANDS, words, cli.Command(lambda: _broken))
+
+
 def test_a_bug_in_a_command_is_one_line_naming_it_and_exit_1(vm, capsys, monkeypatch):
-    monkeypatch.setattr(cli, "_dispatch", _broken)
+    _break(monkeypatch, "cpu", "online-all")
     assert cli.main(["--root", ROOT, "cpu", "online-all"]) == 1
     assert capsys.readouterr().err.splitlines() == [
         "gandi: error: cpu online-all: internal error: KeyError: \"'no such\\\\nkey'\""]
 
 
 def test_verbose_keeps_the_traceback_of_a_bug(vm, capsys, monkeypatch):
-    monkeypatch.setattr(cli, "_dispatch", _broken)
+    _break(monkeypatch, "status")
     assert cli.main(["--root", ROOT, "-v", "status"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("gandi: error: status: internal error: KeyError: ")

@@ -34,9 +34,9 @@ CASES = {
                f"{MEMORY_DIR}/memory1/state": b"\xff\n", f"{CPU_DIR}/cpu1/online": b"\x00"},
 }
 COMMANDS = (["status"], ["status", "--format", "yaml"], ["cpu", "online-all", "--dry-run"],
-            ["memory", "online-all", "--dry-run"], ["hotplug-rules", "--dry-run"], ["config", "list"],
-            ["mount-all", "--dry-run"], ["iface", "attach-all", "--dry-run"], ["grow", "--dry-run"],
-            ["early-boot", "--dry-run"], ["disk", "resize", "vda:123", "--dry-run"])
+            ["memory", "online-all", "--dry-run"], ["config", "list"], ["mount-all", "--dry-run"],
+            ["iface", "attach-all", "--dry-run"], ["grow", "--dry-run"],
+            ["disk", "resize", "vda:123", "--dry-run"])
 
 
 def fingerprint(root: Path) -> Dict[str, str]:

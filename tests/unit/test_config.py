@@ -6,7 +6,7 @@ import logging
 import os
 
 import pytest
-from dataclasses import replace
+from gandi_vm.record import replace
 
 from gandi_vm import config
 from gandi_vm.config import Settings

@@ -7,7 +7,7 @@ import io
 import json
 import os
 import stat
-from dataclasses import replace
+from gandi_vm.record import replace
 
 import pytest
 from fakesys import FakeHost, add_disk, blkid_udev, write_swaps

@@ -174,7 +174,7 @@ def test_other_mounts_do_not_make_a_system_disk(fs):
 
 
 def test_eligible_follows_the_device_patterns(fs):
-    from dataclasses import replace
+    from gandi_vm.record import replace
 
     from gandi_vm.config import Settings
 

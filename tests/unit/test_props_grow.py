@@ -499,7 +499,7 @@ def commands_answering(code: int, out: str) -> Iterator[list]:
         ran.append(list(argv))
         return subprocess.CompletedProcess(argv, code, out, "")
 
-    with mock.patch("gandi_vm.host.subprocess.run", run):
+    with mock.patch("subprocess.run", run):
         yield ran
 
 

@@ -15,7 +15,7 @@ import pytest
 from fakeroot import context, put, read
 from fakesys import FakeHost
 
-from gandi_vm import openstack, provision, runner
+from gandi_vm import openstack, provision, record, runner
 from gandi_vm.config import Settings
 from gandi_vm.host import Host, Result
 from gandi_vm.plugins import CHANGED, FAILED, SKIPPED, UNCHANGED, hostname, timezone
@@ -310,7 +310,7 @@ def test_a_gandi_directory_not_made_by_gandi_vm_is_not_used(guest, caplog):
 def test_provisioning_off(guest):
     drive(DOCUMENT)
     host = ProvisionHost()
-    assert provision.run(host, replace(SETTINGS, provision=False)).state == SKIPPED
+    assert provision.run(host, record.replace(SETTINGS, provision=False)).state == SKIPPED
     assert host.commands == []
 
 
@@ -476,7 +476,7 @@ def test_config2_found_by_blkid_public_keys_to_the_provision_user(guest, caplog)
         else Result(argv, 2)
     os.makedirs("/etc/sudoers.d")
     with caplog.at_level(logging.INFO, logger="gandi"):
-        provision.run(host, replace(SETTINGS, provision_user="admin"))
+        provision.run(host, record.replace(SETTINGS, provision_user="admin"))
     assert ["useradd", "-m", "--", "admin"] in host.commands
     assert read("/home/admin/.ssh/authorized_keys") == key(seed=9, comment="me") + "\n"
     # root got no key: the provision user's key is the only way in, so it may become root

@@ -9,7 +9,7 @@ import io
 import logging
 import os
 import types
-from dataclasses import replace
+from gandi_vm.record import replace
 from typing import Callable, List
 
 import pytest

@@ -8,7 +8,7 @@ import json
 import logging
 import os
 import tarfile
-from dataclasses import replace
+from gandi_vm.record import replace
 
 import pytest
 from fakesys import add_disk, blkid_udev, escape, write_swaps
@@ -387,16 +387,19 @@ def test_the_cli_detach_of_a_dead_swap_exits_0(guest, fs, monkeypatch, capsys):
 
     enabled(guest, fs)
     unplug()
-    monkeypatch.setattr(cli, "_dispatch", _dispatch_with(guest))
+    _acting_on(guest, monkeypatch, "disk", "detach")
     assert cli.main(["disk", "detach", "vdb"]) == 0
 
 
-def _dispatch_with(guest):
-    real = cli._dispatch
+def _acting_on(guest, monkeypatch, *words):
+    """The command's action run on this guest, with vdb as the swap device."""
+    real = cli.COMMANDS[words]
 
-    def dispatch(args, host, settings):
-        return real(args, guest, replace(settings, swap_device="vdb"))
-    return dispatch
+    def load():
+        action = real.load()
+        return lambda args, host, settings: action(args, guest, replace(settings, swap_device="vdb"))
+    monkeypatch.setitem(cli.COMMANDS, words, cli.Command(load, real.positionals, real.optional,
+                                                         real.options, real.syslog))
 
 
 def test_detach_when_the_kernel_no_longer_lists_it(guest, fs):
@@ -439,7 +442,7 @@ def test_status_text_escapes_a_hostile_swap_path():
 
 def test_cli_status_shows_swaps(guest, fs, monkeypatch, capsys):
     enabled(guest, fs)
-    monkeypatch.setattr(cli, "_dispatch", _dispatch_with(guest))
+    _acting_on(guest, monkeypatch, "status")
     assert cli.main(["status", "--format", "yaml"]) == 0
     import yaml
 
