@@ -8,8 +8,6 @@ Every decision is logged in one line and recorded under /run/gandi/disk for `sta
 from __future__ import annotations
 
 import fnmatch
-import logging
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Tuple
 
 from gandi_vm import blockdev, filesystems, labels, mounts, state, swap
@@ -17,11 +15,11 @@ from gandi_vm.blockdev import BlockDevice, Signature
 from gandi_vm.config import Settings
 from gandi_vm.hooks import run_hook
 from gandi_vm.host import Host
+from gandi_vm.record import Record
 
 if TYPE_CHECKING:  # grow is imported where it is used: most attaches never need it
     from gandi_vm import grow
 
-log = logging.getLogger("gandi")
 
 # Mounts that make their disk the system disk; with active swap, found from the tables, not names.
 SYSTEM_MOUNTPOINTS = ("/", "/boot", "/boot/efi")
@@ -49,7 +47,7 @@ class Outcome:
 
 def _report(host: Host, outcome: Outcome) -> None:
     prefix = "(dry run) " if host.dry_run else ""
-    log.log(logging.ERROR if outcome.failed else logging.INFO, "%s%s", prefix, outcome.line())
+    log.log(log.ERROR if outcome.failed else log.INFO, "%s%s", prefix, outcome.line())
 
 
 # -- decisions (pure) --------------------------------------------------------------------------

@@ -23,10 +23,8 @@ the new facts.
 
 from __future__ import annotations
 
-import logging
 import posixpath
 import struct
-from dataclasses import dataclass, replace
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from gandi_vm import blockdev, mounts, state, sysfs
@@ -34,7 +32,7 @@ from gandi_vm.config import Settings
 from gandi_vm.filesystems import EXT
 from gandi_vm.host import Host, command_line
 
-log = logging.getLogger("gandi")
+from gandi_vm.record import Record, replace
 
 # Less than this is not worth a table rewrite: it also absorbs what no tool can use (the end of a
 # disk past the last 1 MiB boundary, an XFS allocation group too small to add, a partial extent).
@@ -594,7 +592,7 @@ def _run(host: Host, stack: Stack, decided: Plan) -> Outcome:
 
 def _report(host: Host, outcome: Outcome, stack: Optional[Stack] = None) -> Outcome:
     prefix = "(dry run) " if host.dry_run else ""
-    log.log(logging.ERROR if outcome.failed else logging.INFO, "%s%s", prefix, outcome.line())
+    log.log(log.ERROR if outcome.failed else log.INFO, "%s%s", prefix, outcome.line())
     if stack is not None and stack.device and not host.dry_run:
         state.save(host, stack.device, {"mountpoint": outcome.mountpoint, "state": outcome.state,
                                         "reason": outcome.reason}, GROW_DIR)

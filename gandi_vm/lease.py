@@ -13,14 +13,12 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
-from dataclasses import asdict, dataclass
 from typing import Dict, List, Mapping, Optional, Tuple
 
 from gandi_vm.host import Host, lines
 from gandi_vm import sysfs
 from gandi_vm.netdev import is_name
 
-log = logging.getLogger("gandi")
 
 STATE_DIR = "/run/gandi/iface"
 MAX_TEXT = 1024  # longest option text kept (DHCP options are at most 255 bytes, concatenated 4x)
@@ -54,7 +52,7 @@ class Lease:
         return str(ipaddress.IPv4Interface(self.cidr).network)
 
     def as_dict(self) -> Dict[str, object]:
-        data = asdict(self)
+        data = record.asdict(self)
         data["dns"], data["search"] = list(self.dns), list(self.search)
         return data
 

@@ -10,9 +10,7 @@ in /run/gandi/iface/IFACE.yaml for detach, status and the boot-time plugins.
 from __future__ import annotations
 
 import fnmatch
-import logging
 import time
-from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from gandi_vm import cpu, dhcp, lease, netdev, netstack, routing, sysfs
@@ -21,8 +19,8 @@ from gandi_vm.hooks import run_hook
 from gandi_vm.host import Host, lines
 from gandi_vm.lease import Lease, LeaseError
 from gandi_vm.netdev import NetDevice
+from gandi_vm.record import Record
 
-log = logging.getLogger("gandi")
 
 CONFIGURED, SKIPPED, LEFT, FAILED, UNCHANGED, DETACHED = (
     "configured", "skipped", "left", "failed", "unchanged", "detached")
@@ -46,7 +44,7 @@ class Outcome:
 
     def report(self, host: Host) -> "Outcome":
         prefix = "(dry run) " if host.dry_run else ""
-        log.log(logging.ERROR if self.failed else logging.INFO, "%siface %s: %s: %s",
+        log.log(log.ERROR if self.failed else log.INFO, "%siface %s: %s: %s",
                 prefix, self.interface, self.state, self.reason)
         return self
 

@@ -11,15 +11,13 @@ overrides the shipped default of the same name (and a file of that name in /etc 
 from __future__ import annotations
 
 import errno
-import logging
 import time
-from dataclasses import dataclass
 from typing import Optional
 
+from gandi_vm.record import Record
 from gandi_vm.config import Settings
 from gandi_vm.host import Host
 
-log = logging.getLogger("gandi")
 
 RULE_NAME = "87-gandi-online.rules"
 RULE_PATH = f"/run/udev/rules.d/{RULE_NAME}"

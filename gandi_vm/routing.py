@@ -10,13 +10,12 @@ primary interface's default route lives, is never written for a secondary interf
 from __future__ import annotations
 
 import json
-import logging
 from typing import Dict, List, Optional
 
+from gandi_vm import log
 from gandi_vm.host import Host
 from gandi_vm.lease import Lease
 
-log = logging.getLogger("gandi")
 
 IP_TIMEOUT = 10
 TABLE_BASE = 10000  # + ifindex; below 32766, the priority of the rule that looks up main
