@@ -30,8 +30,7 @@ MOUNTED, SKIPPED, FAILED, UNMOUNTED, UNCHANGED = (
     "mounted", "skipped", "failed", "unmounted", "unchanged")
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(Record):
     device: str
     state: str
     reason: str

@@ -31,10 +31,10 @@ from gandi_vm import blockdev, mounts, state, sysfs
 from gandi_vm.config import Settings
 from gandi_vm.filesystems import EXT
 from gandi_vm.host import Host, command_line
-
 from gandi_vm.record import Record, replace
 
 # Less than this is not worth a table rewrite: it also absorbs what no tool can use (the end of a
+
 # disk past the last 1 MiB boundary, an XFS allocation group too small to add, a partial extent).
 MIN_GROWTH = 16 << 20
 GROW_DIR = "/run/gandi/grow"
@@ -51,8 +51,7 @@ class Refused(Exception):
 
 
 # -- facts ---------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Partition:
+class Partition(Record):
     name: str  # vda1
     number: int
     start: int  # bytes
@@ -61,8 +60,7 @@ class Partition:
     usable_end: int  # bytes: where the table lets its last partition end
 
 
-@dataclass(frozen=True)
-class Volume:
+class Volume(Record):
     """A plain LVM logical volume on one physical volume."""
 
     lv: str  # dm-0
@@ -75,8 +73,7 @@ class Volume:
     allocated: int  # bytes of the PV under active logical volumes (their device sizes)
 
 
-@dataclass(frozen=True)
-class Stack:
+class Stack(Record):
     """One mounted filesystem and what lies under it, down to its disk."""
 
     mountpoint: str
@@ -91,8 +88,7 @@ class Stack:
     problem: str = ""  # why it must not be grown, found in the facts; "" when it may be
 
 
-@dataclass(frozen=True)
-class Step:
+class Step(Record):
     layer: str  # "partition", "physical volume", "logical volume", "filesystem"
     device: str
     argv: Tuple[str, ...]  # guest paths (mapped through the Host when run)
@@ -100,15 +96,13 @@ class Step:
     grows_to: int  # bytes it will have
 
 
-@dataclass(frozen=True)
-class Plan:
+class Plan(Record):
     steps: Tuple[Step, ...]
     left: int  # bytes the filesystem could gain with every layer grown
     held: str = ""  # why space left is not planned ("" when none is held back)
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(Record):
     mountpoint: str
     state: str
     reason: str
@@ -186,8 +180,7 @@ def superblock_at(fstype: str) -> Tuple[int, int]:
     return {"xfs": (0, 512), "btrfs": (65536, 4096)}.get(fstype, (1024, 1024))
 
 
-@dataclass(frozen=True)
-class PvLabel:
+class PvLabel(Record):
     uuid: str  # 32 characters, as the metadata writes it without its dashes
     size: int  # the device's size when pvcreate ran: pvresize does not update it
     pe_start: int  # where the extents start

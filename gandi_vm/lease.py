@@ -31,8 +31,7 @@ class LeaseError(ValueError):
     """A lease that cannot be applied (no or malformed address)."""
 
 
-@dataclass(frozen=True)
-class Lease:
+class Lease(record.Record):
     address: str
     prefixlen: int
     gateway: Optional[str] = None
@@ -140,8 +139,7 @@ def _text(value: str, what: str) -> str:
     return ""
 
 
-@dataclass(frozen=True)
-class _Names:
+class _Names(record.Record):
     """Where one source keeps each lease field (an empty name: the source has no such field)."""
 
     address: str

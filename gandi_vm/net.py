@@ -31,8 +31,7 @@ BIND_EVENTS = {"BOUND", "RENEW", "REBIND", "REBOOT", "bound", "renew"}
 UNBIND_EVENTS = {"EXPIRE", "RELEASE", "STOP", "STOPPED", "deconfig", "DEPARTED"}
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(Record):
     interface: str
     state: str
     reason: str

@@ -15,6 +15,7 @@ import time
 from typing import Optional
 
 from gandi_vm.record import Record
+from gandi_vm.record import Record
 from gandi_vm.config import Settings
 from gandi_vm.host import Host
 
@@ -28,8 +29,7 @@ ATTEMPTS = 4
 TRANSIENT = (errno.EBUSY, errno.EAGAIN, errno.EINVAL)
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(Record):
     name: str
     changed: bool
     error: Optional[str] = None
