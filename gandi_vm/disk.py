@@ -10,7 +10,7 @@ from __future__ import annotations
 import fnmatch
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Tuple
 
-from gandi_vm import blockdev, filesystems, labels, mounts, state, swap
+from gandi_vm import blockdev, filesystems, labels, log, mounts, state, swap
 from gandi_vm.blockdev import BlockDevice, Signature
 from gandi_vm.config import Settings
 from gandi_vm.hooks import run_hook

@@ -27,7 +27,7 @@ import posixpath
 import struct
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
-from gandi_vm import blockdev, mounts, state, sysfs
+from gandi_vm import blockdev, log, mounts, state, sysfs
 from gandi_vm.config import Settings
 from gandi_vm.filesystems import EXT
 from gandi_vm.host import Host, command_line

@@ -16,7 +16,7 @@ import re
 from typing import Dict, List, Mapping, Optional, Tuple
 
 from gandi_vm.host import Host, lines
-from gandi_vm import sysfs
+from gandi_vm import log, record, sysfs
 from gandi_vm.netdev import is_name
 
 

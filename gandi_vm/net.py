@@ -13,7 +13,7 @@ import fnmatch
 import time
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
-from gandi_vm import cpu, dhcp, lease, netdev, netstack, routing, sysfs
+from gandi_vm import cpu, dhcp, lease, log, netdev, netstack, routing, sysfs
 from gandi_vm.config import Settings
 from gandi_vm.hooks import run_hook
 from gandi_vm.host import Host, lines

@@ -16,6 +16,7 @@ from typing import Optional
 
 from gandi_vm.record import Record
 from gandi_vm.record import Record
+from gandi_vm.record import Record
 from gandi_vm.config import Settings
 from gandi_vm.host import Host
 
