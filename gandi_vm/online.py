@@ -14,11 +14,10 @@ import errno
 import time
 from typing import Optional
 
-from gandi_vm.record import Record
-from gandi_vm.record import Record
-from gandi_vm.record import Record
+from gandi_vm import log
 from gandi_vm.config import Settings
 from gandi_vm.host import Host
+from gandi_vm.record import Record
 
 
 RULE_NAME = "87-gandi-online.rules"
