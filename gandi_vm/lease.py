@@ -11,7 +11,6 @@ value can become structure, let alone a command.
 from __future__ import annotations
 
 import ipaddress
-import logging
 import re
 from typing import Dict, List, Mapping, Optional, Tuple
 
