@@ -3,9 +3,10 @@ the data disks we mounted online.
 
 When the platform enlarges a disk, the kernel updates its size and sends a `change` uevent that
 carries RESIZE=1: udev/86-gandi.rules starts gandi-resize@<disk>:<sectors>.service, which runs
-`gandi-vm disk resize` (`disk_resized`). At boot, gandi-early.service, a process boot starts
-anyway (for the onlining rule), grows CONFIG_GROW_MOUNTPOINTS before local-fs.target
-(`configured`); gandi-mount grows those mounted later.
+`gandi-vm disk resize` (`disk_resized`). No uevent announces the space a disk gained while the VM
+was stopped: at boot, gandi-mount.service (`gandi-vm mount-all`, after local-fs.target, as
+cloud-init's growpart runs) grows CONFIG_GROW_MOUNTPOINTS (`configured`), in the process that
+mounts the disks anyway, so that growing costs no interpreter start of its own.
 
 A filesystem sits on a stack of layers, grown bottom up, each into the one below it:
 
@@ -39,7 +40,7 @@ from gandi_vm.record import Record, replace
 MIN_GROWTH = 16 << 20
 GROW_DIR = "/run/gandi/grow"
 # A filesystem grown by terabytes takes seconds to a few minutes; a hung tool never ends. The
-# units' own budgets (gandi-early, gandi-resize@) cover every step at this bound.
+# units' own budgets (gandi-mount, gandi-resize@) cover every step at this bound.
 STEP_TIMEOUT = 240
 GROWABLE = EXT + ("xfs", "btrfs")
 
@@ -472,9 +473,8 @@ def nogrow_entry(entries: Sequence[mounts.FstabEntry],
 
 
 # -- acting --------------------------------------------------------------------------------------
-def configured(host: Host, settings: Settings,
-               skip: Sequence[str] = ()) -> List[Outcome]:
-    """Grow CONFIG_GROW_MOUNTPOINTS (boot and `gandi-vm grow`), but those in `skip`."""
+def configured(host: Host, settings: Settings) -> List[Outcome]:
+    """Grow CONFIG_GROW_MOUNTPOINTS (at boot by mount-all, and `gandi-vm grow`)."""
     if not settings.grow_root:
         # The owner's opt-out holds for `gandi-vm grow` too; status shows the space left.
         log.info("grow: CONFIG_GROW_ROOT=0: %s not grown", " ".join(settings.grow_mountpoints))
@@ -482,8 +482,6 @@ def configured(host: Host, settings: Settings,
     table = mounts.mount_table(host)
     outcomes = []
     for mountpoint in settings.grow_mountpoints:
-        if mountpoint in skip:
-            continue
         mount = mounts.mount_at(host, mountpoint, table)
         if mount is None:
             log.debug("grow %s: not mounted", mountpoint)

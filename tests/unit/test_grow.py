@@ -13,7 +13,7 @@ import os
 import re
 import struct
 import subprocess
-from dataclasses import replace
+from gandi_vm.record import replace
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import pytest
@@ -24,7 +24,7 @@ from fakesys import (LVM_MDA, LVM_MDA_HEADER, LVM_MDA_MAGIC, PV_UUID, FakeHost, 
                      mbr, set_attr, set_size, write_device, write_mountinfo, write_swaps,
                      xfs_superblock)
 
-from gandi_vm import cli, disk, grow, mounts, online
+from gandi_vm import cli, disk, grow, mounts
 from gandi_vm.blockdev import NoSuchDevice
 from gandi_vm.config import Settings
 from gandi_vm.host import Result
@@ -83,7 +83,6 @@ class Guest:
         self.mda: Dict[str, Tuple[int, int]] = {}  # physical volume -> its metadata area
         self.failing: Dict[str, Result] = {}  # program -> the failure it answers with
         self.inert: set = set()  # programs that exit 0 and change nothing
-        self.seen_at_growpart: List[bool] = []  # for early-boot: was the rule written already?
         self.put("/etc/fstab", "# <file system> <mount point> <type> <options> <dump> <pass>\n")
         write_mountinfo(fs, [], root=root)
         write_swaps(fs, [], root=root)
@@ -229,8 +228,6 @@ class Guest:
         return getattr(self, program)(argv)
 
     def growpart(self, argv: List[str]) -> Result:
-        self.seen_at_growpart.append(os.path.exists(
-            os.path.join(self.root, online.RULE_PATH.lstrip("/"))))
         name, number = os.path.basename(argv[1]), argv[2]
         part = f"{name}{number}"
         start = read_sectors(part, "start", self.root) * 512
@@ -1240,11 +1237,10 @@ def test_configured_mountpoints_other_than_the_root(guest):
     guest.host.commands.clear()
     assert grow.configured(guest.host, replace(settings, grow_mountpoints=())) == []
     assert grow.configured(guest.host, replace(settings, grow_mountpoints=("/srv/none",))) == []
-    # mount-all's call: / is left to early-boot although it could grow; /var has grown already.
-    [var] = grow.configured(guest.host, replace(SETTINGS, grow_mountpoints=("/", "/var")),
-                            skip=("/",))
-    assert (var.mountpoint, var.state) == ("/var", grow.UNCHANGED)
-    assert guest.commands() == []
+    # Both, in the order configured: / grows, /var has grown already.
+    root, var = grow.configured(guest.host, replace(SETTINGS, grow_mountpoints=("/", "/var")))
+    assert [(o.mountpoint, o.state) for o in (root, var)] == [("/", grow.GROWN), ("/var", grow.UNCHANGED)]
+    assert guest.host.programs() == ["growpart", "resize2fs"]
 
 
 def test_x_gandi_nogrow_on_the_mountpoint(guest):
@@ -1508,27 +1504,39 @@ def vm(fs, monkeypatch) -> Guest:
         done = guest.host.handlers[program](list(argv))
         return subprocess.CompletedProcess(argv, done.returncode, done.stdout, done.stderr)
 
-    monkeypatch.setattr("gandi_vm.host.subprocess.run", run)
+    monkeypatch.setattr("subprocess.run", run)
     grown_root(guest)
     return guest
 
 
-def test_early_boot_writes_the_onlining_rule_then_grows_in_one_process(vm, capsys):
-    assert cli.main(["--root", ROOT, "early-boot"]) == 0
-    assert os.path.isfile(f"{ROOT}{online.RULE_PATH}")
-    assert vm.host.programs() == ["growpart", "resize2fs"]
-    assert vm.commands()[0] == ["growpart", f"{ROOT}/dev/vda", "1"]
-    assert vm.seen_at_growpart == [True]
+def grow_tools(vm: Guest) -> List[List[str]]:
+    return [c for c in vm.commands() if os.path.basename(c[0]) in ("growpart", "resize2fs")]
+
+
+def test_mount_all_grows_the_root_at_boot_in_its_one_process(vm, capsys):
+    """No uevent announces what the disk gained while the VM was stopped: gandi-mount's process
+    grows / (after local-fs.target: nothing of ours runs before sysinit.target)."""
+    assert cli.main(["--root", ROOT, "mount-all"]) == 0
+    assert grow_tools(vm) == [["growpart", f"{ROOT}/dev/vda", "1"], ["resize2fs", f"{ROOT}/dev/vda1"]]
     assert vm.size("vda1") == 20 * GiB - 33 * 512 - MiB
     assert "grow /: grown: partition vda1" in capsys.readouterr().err
+    vm.host.commands.clear()
+    assert cli.main(["--root", ROOT, "mount-all"]) == 0, "the next boot: nothing left to grow"
+    assert grow_tools(vm) == []
 
 
-def test_early_boot_exits_1_when_a_step_fails(vm, capsys):
+def test_mount_all_exits_1_when_growing_the_root_fails(vm, capsys):
     vm.failing["resize2fs"] = Result([], 1, stderr="resize2fs: busy")
-    assert cli.main(["--root", ROOT, "early-boot"]) == 1
-    assert os.path.isfile(f"{ROOT}{online.RULE_PATH}")
+    assert cli.main(["--root", ROOT, "mount-all"]) == 1
     err = capsys.readouterr().err
     assert "gandi: error: grow /: failed: filesystem vda1: `resize2fs /dev/vda1` failed" in err
+
+
+def test_mount_all_with_grow_root_off_grows_nothing(vm, capsys):
+    vm.put("/etc/default/gandi", "CONFIG_GROW_ROOT=0\n")
+    assert cli.main(["--root", ROOT, "mount-all"]) == 0
+    assert grow_tools(vm) == []
+    assert "grow: CONFIG_GROW_ROOT=0: / not grown" in capsys.readouterr().err
 
 
 def test_grow_dry_run(vm, capsys):
@@ -1546,12 +1554,12 @@ def test_disk_resize_on_the_command_line(vm, capsys):
     assert len(vm.commands()) == 2
 
 
-def test_mount_all_grows_the_configured_mountpoints_but_the_root(vm, capsys):
+def test_mount_all_grows_every_configured_mountpoint(vm, capsys):
     data_disk(vm, "ext4", mountpoint="/var", ours=False)
     vm.put("/etc/default/gandi", "CONFIG_GROW_MOUNTPOINTS='/ /var'\nCONFIG_ALLOW_MOUNT=0\n")
     assert cli.main(["--root", ROOT, "mount-all"]) == 0
-    assert [c for c in vm.commands() if os.path.basename(c[0]) in ("growpart", "resize2fs")] == [
-        ["resize2fs", f"{ROOT}/dev/vdb"]]
+    assert grow_tools(vm) == [["growpart", f"{ROOT}/dev/vda", "1"], ["resize2fs", f"{ROOT}/dev/vda1"],
+                              ["resize2fs", f"{ROOT}/dev/vdb"]]
 
 
 def test_status_yaml_has_the_growth(vm, capsys):

@@ -1,7 +1,8 @@
 """vCPU and memory onlining: `cpu online-all` and `memory online-all` (bounded retries, never
-offlining, never cpu0), the udev rule rendered from the configuration (`hotplug-rules`), `status`,
-the re-tuning of multiqueue interfaces once vCPUs came online, the three configuration keys and
-the shipped files that tie the rule, the units and the commands together.
+offlining, never cpu0), the shipped udev rule evaluated as udevd evaluates it (it reads
+/etc/default/gandi itself), `status`, the re-tuning of multiqueue interfaces once vCPUs came
+online, the three configuration keys and the shipped files that tie the rule, the units and the
+commands together.
 
 `Sysfs` is a FakeHost whose attribute writes are recorded (so that "never written" can be told
 from "written with the value it already held") and have the kernel's effects: a CPU written online
@@ -15,13 +16,14 @@ import configparser
 import errno
 import fnmatch
 import io
+import itertools
 import logging
 import os
 import re
 import shlex
-from dataclasses import replace
+from gandi_vm.record import replace
 from pathlib import Path
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import pytest
 import yaml
@@ -33,7 +35,7 @@ from gandi_vm.config import Settings
 from gandi_vm.host import Result
 
 REPO = Path(__file__).resolve().parents[2]
-SHIPPED_RULES = REPO / "udev" / online.RULE_NAME
+SHIPPED_RULES = REPO / "udev" / "87-gandi-online.rules"
 RETUNE_UNIT = REPO / "systemd" / "gandi-retune.service"
 MOUNT_UNIT = REPO / "systemd" / "gandi-mount.service"
 ROOT = "/vm"
@@ -47,10 +49,8 @@ ETHTOOL_L = ("Channel parameters for eth1:\nPre-set maximums:\nRX:\t\tn/a\nTX:\t
              "Combined:\t4\nCurrent hardware settings:\nRX:\t\tn/a\nTX:\t\tn/a\nOther:\t\tn/a\n"
              "Combined:\t1\n")
 
-CPU_RULE = 'SUBSYSTEM=="cpu", TEST=="online", ATTR{online}=="0", ATTR{online}="1"'
-RETUNE_RULE = 'SUBSYSTEM=="cpu", TAG+="systemd", ENV{SYSTEMD_WANTS}+="gandi-retune.service"'
-ACTION_FILTER = 'ACTION!="add", GOTO="gandi_online_end"'
-END_LABEL = 'LABEL="gandi_online_end"'
+ACTION_FILTER = [("ACTION", None, "!=", "add"), ("GOTO", None, "=", "gandi_online_end")]
+END_LABEL = [("LABEL", None, "=", "gandi_online_end")]
 
 _CPU_ONLINE = re.compile(re.escape(CPU_DIR) + r"/cpu\d+/online")
 _BLOCK_STATE = re.compile(re.escape(MEMORY_DIR) + r"/memory\d+/state")
@@ -393,115 +393,262 @@ def test_cli_memory_online_all_exit_status(fs, cli_hosts, monkeypatch, capsys):
     assert cli.main(["memory", "online-all"]) == 0, "nothing left to do is a success"
 
 
-# -- the udev rule ---------------------------------------------------------------------------------
-def rule_lines(text: str) -> List[str]:
-    return [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+# -- the udev rule, evaluated as udevd does --------------------------------------------------------
+# A small evaluator of the rule syntax 87-gandi-online.rules uses, after systemd 252's
+# src/udev/udev-rules.c: a line's match keys are tested in order, and only if all match are its
+# assignments done (the rule writes every match before its assignments); GOTO skips to its LABEL;
+# IMPORT{file} reads the file as get_property_from_string() does. A key it does not know fails the
+# test: the rule must keep to what is proven here.
+TOKEN = re.compile(r'\s*([A-Z_]+)(?:\{([^}]*)\})?(==|!=|\+=|=)"([^"]*)"\s*(?:,|$)')
+WHITESPACE = " \t\n\r"  # systemd's WHITESPACE, which strstrip() and skip_leading_chars() drop
 
 
-@pytest.mark.parametrize("auto", [False, True], ids=["rule-onlines", "kernel-onlines"])
-@pytest.mark.parametrize("zone", ZONES)
-@pytest.mark.parametrize("memory_on", [True, False], ids=["memory", "no-memory"])
-@pytest.mark.parametrize("cpu_on", [True, False], ids=["cpu", "no-cpu"])
-def test_render_rules(cpu_on, memory_on, zone, auto):
-    settings = replace(Settings(), cpu_hotplug=cpu_on, memory_hotplug=memory_on, memory_zone=zone)
-    text = online.render_rules(settings, auto)
-    wanted = [CPU_RULE, RETUNE_RULE] if cpu_on else []
-    if memory_on and not auto:
-        wanted.append(f'SUBSYSTEM=="memory", ATTR{{state}}=="offline", ATTR{{state}}="{zone}"')
-    assert rule_lines(text) == [ACTION_FILTER, *wanted, END_LABEL]
-    assert text.endswith(END_LABEL + "\n")
-    comments = text.lower()
-    assert ("config_cpu_hotplug=0" in comments) is not cpu_on
-    assert ("config_memory_hotplug=0" in comments) is not memory_on
-    assert ("auto_online_blocks" in comments) is (memory_on and auto)
+def udev_rule_lines(text: str) -> List[List[Tuple[str, Optional[str], str, str]]]:
+    r"""Each rule line as (key, attribute, operator, value) tokens; `\` continues a line."""
+    joined = re.sub(r"\\\n", "", text)
+    parsed = []
+    for line in joined.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        tokens = [match.groups() for match in TOKEN.finditer(line)]
+        assert "".join(m.group(0) for m in TOKEN.finditer(line)).strip() == line.strip(), line
+        parsed.append(tokens)
+    return parsed
 
 
-def test_the_shipped_rule_is_the_rendered_default():
-    """udev/87-gandi-online.rules is what hotplug-rules writes for the default configuration on
-    a kernel that leaves memory offline: the default file and the generator cannot drift."""
-    assert SHIPPED_RULES.read_text() == online.render_rules(Settings(), False)
+def udev_property(line: str) -> Optional[Tuple[str, str]]:
+    """A line of an IMPORT{file} as udevd reads it: KEY=value with the first '=', both stripped,
+    one pair of matching quotes removed; nothing else (no escapes, comments only at line start,
+    an empty value is no property)."""
+    key, sep, value = line.lstrip(WHITESPACE).partition("=")
+    if not key or key.startswith("#") or not sep:
+        return None
+    key, value = key.strip(WHITESPACE), value.strip(WHITESPACE)
+    if not key or not value:
+        return None
+    if value[0] in "\"'":
+        if len(value) == 1 or value[-1] != value[0]:
+            return None
+        value = value[1:-1]
+    return key, value
 
 
-RULE = "/run/udev/rules.d/87-gandi-online.rules"
+def udev_match(patterns: str, value: Optional[str]) -> bool:
+    return any(fnmatch.fnmatchcase(value or "", pattern) for pattern in patterns.split("|"))
 
 
-def test_write_rules_writes_the_rule_and_reloads_udev_only_when_it_changed(host, fs):
-    add_memory_blocks(fs, {0: "online"})
-    host.handlers["udevadm"] = lambda argv: Result(argv, 0)
-    assert online.RULE_PATH == RULE
-    assert online.write_rules(host, Settings()) is True
-    assert raw(RULE) == online.render_rules(Settings(), False)
-    assert os.stat(RULE).st_mode & 0o7777 == 0o644
-    assert host.commands == [["udevadm", "control", "--reload"]]
-    host.commands.clear()
-    assert online.write_rules(host, Settings()) is False
-    assert host.commands == []
-    zone = replace(Settings(), memory_zone="online_kernel")
-    assert online.write_rules(host, zone) is True
-    assert 'ATTR{state}="online_kernel"' in raw(RULE)
-    assert host.commands == [["udevadm", "control", "--reload"]]
+class UdevEvent:
+    """One uevent of a device: its sysfs attributes, the files the rule may read, what it did."""
+
+    def __init__(self, subsystem: str, attrs: Dict[str, str], files: Dict[str, str],
+                 action: str = "add"):
+        self.subsystem, self.action = subsystem, action
+        self.attrs, self.files = dict(attrs), files
+        self.env: Dict[str, str] = {}
+        self.written: List[Tuple[str, str]] = []
+        self.tags: List[str] = []
+        self.imported: List[str] = []
+
+    def matches(self, key: str, attr: Optional[str], op: str, value: str) -> bool:
+        if key == "ACTION":
+            found = udev_match(value, self.action)
+        elif key == "SUBSYSTEM":
+            found = udev_match(value, self.subsystem)
+        elif key == "ATTR":
+            found = udev_match(value, self.attrs.get(attr))
+        elif key == "ENV":
+            found = udev_match(value, self.env.get(attr))
+        elif key == "TEST":
+            found = value in (self.files if value.startswith("/") else self.attrs)
+        elif key == "IMPORT" and attr == "file" and op == "=":
+            if value not in self.files:
+                return False
+            self.imported.append(value)
+            for line in re.split(r"\r\n|[\n\r\0]", self.files[value]):  # read_line()'s ends
+                prop = udev_property(line)
+                if prop is not None:
+                    self.env[prop[0]] = prop[1]
+            return True
+        else:
+            raise AssertionError(f"the evaluator does not know the match {key}{{{attr}}}{op}")
+        return found if op == "==" else not found
+
+    def assign(self, key: str, attr: Optional[str], op: str, value: str) -> Optional[str]:
+        """Do an assignment; a GOTO returns its label."""
+        value = re.sub(r"\$env\{(\w+)\}", lambda m: self.env.get(m.group(1), ""), value)
+        if key == "ATTR" and op == "=":
+            self.attrs[attr] = value
+            self.written.append((attr, value))
+        elif key == "ENV" and op == "=":
+            if value:
+                self.env[attr] = value
+            else:
+                self.env.pop(attr, None)
+        elif key == "ENV" and op == "+=":
+            self.env[attr] = " ".join(filter(None, (self.env.get(attr), value)))
+        elif key == "TAG" and op == "+=":
+            self.tags.append(value)
+        elif key == "GOTO" and op == "=":
+            return value
+        else:
+            raise AssertionError(f"the evaluator does not know the assignment {key}{{{attr}}}{op}")
+        return None
+
+    def run(self, text: str) -> "UdevEvent":
+        skipping_to = None
+        for tokens in udev_rule_lines(text):
+            if tokens[0][0] == "LABEL":
+                if tokens[0][3] == skipping_to:
+                    skipping_to = None
+                continue
+            if skipping_to is not None:
+                continue
+            matches = [t for t in tokens if t[2] in ("==", "!=") or t[0] in ("TEST", "IMPORT")]
+            if not all(self.matches(*token) for token in matches):
+                continue
+            for token in tokens:
+                if token not in matches:
+                    skipping_to = self.assign(*token) or skipping_to
+        assert skipping_to is None, f"GOTO {skipping_to}: no such label after it"
+        return self
 
 
-@pytest.mark.parametrize("auto, memory_rule", [("offline", True), ("online", False),
-                                               ("online_movable", False), ("online_kernel", False),
-                                               (None, True)])
-def test_write_rules_leaves_memory_to_a_kernel_that_onlines_it(host, fs, auto, memory_rule):
-    add_memory_blocks(fs, {0: "online"}, auto_online=auto)
-    online.write_rules(host, Settings())
-    assert any(line.startswith('SUBSYSTEM=="memory"') for line in rule_lines(raw(RULE))) is memory_rule
-    assert raw(RULE) == online.render_rules(Settings(), not memory_rule)
+DEFAULT_FILE, SYSCONFIG_FILE = config.DEFAULT_PATHS
+OFFLINE_CPU = {"online": "0"}
 
 
-def test_write_rules_reports_a_failed_reload_and_goes_on(host, fs, caplog):
-    host.handlers["udevadm"] = lambda argv: Result(argv, 1, stderr="Failed to send reload request: "
-                                                   "Connection refused\n")
-    assert online.write_rules(host, Settings()) is True
-    assert os.path.exists(RULE)
-    assert "udevadm control --reload: Failed to send reload request: Connection refused" in \
-        messages(caplog, logging.WARNING)
+def hot_add(subsystem: str, attrs: Dict[str, str], files: Dict[str, str]) -> UdevEvent:
+    return UdevEvent(subsystem, attrs, files).run(SHIPPED_RULES.read_text())
 
 
-def test_write_rules_without_udevadm_is_quiet(host, fs, caplog):
-    assert online.write_rules(host, Settings()) is True  # FakeHost: unknown program, exit 127
-    assert messages(caplog, logging.WARNING) == []
+def rule_onlines_cpu(files: Dict[str, str]) -> bool:
+    return hot_add("cpu", OFFLINE_CPU, files).written == [("online", "1")]
 
 
-def snapshot(top: str = "/"):
-    found = {}
-    for directory, _, files in os.walk(top):
-        for name in files:
-            path = os.path.join(directory, name)
-            found[path] = raw(path) if not os.path.islink(path) else os.readlink(path)
-    return found
+def rule_zone(files: Dict[str, str]) -> Optional[str]:
+    """The zone the rule writes to an offline memory block; None when it leaves it offline."""
+    written = hot_add("memory", {"state": "offline"}, files).written
+    assert len(written) <= 1 and all(attr == "state" for attr, _ in written), written
+    return written[0][1] if written else None
 
 
-def test_dry_run_hotplug_rules_writes_nothing(fs, cli_hosts, capsys):
-    system(fs)
-    add_memory_blocks(fs, {0: "online"})
-    before = snapshot()
-    assert cli.main(["--dry-run", "hotplug-rules"]) == 0
-    assert snapshot() == before
-    assert capsys.readouterr().out.splitlines() == [f"would write {RULE}",
-                                                   "would run udevadm control --reload"]
-    assert cli_hosts.made[0].commands == []
+def spellings(word: str) -> List[str]:
+    """Every upper/lower case spelling of the word."""
+    return ["".join(chars) for chars in itertools.product(*({c.lower(), c.upper()} for c in word))]
 
 
-def test_dry_run_hotplug_rules_does_not_claim_it_wrote(fs, cli_hosts, capsys):
-    system(fs)
-    assert cli.main(["--dry-run", "hotplug-rules"]) == 0
-    assert f"gandi: {RULE}: written" not in capsys.readouterr().err.splitlines()
+# Every boolean config.py accepts, in every case, and values it refuses (then: the default).
+BOOLEANS = sorted({s for word in ("0", "1", "no", "yes", "false", "true", "off", "on")
+                   for s in spellings(word)})
+REFUSED = ["", "2", "00", "-1", "maybe", "nein", "online", "offline", "movable", "ONLINE",
+           "Online_movable", "online-movable", "online online_movable", "online_*", "*", "[o]ff"]
+ZONE_VALUES = list(ZONES) + REFUSED
 
 
-def test_cli_hotplug_rules_renders_the_configuration_under_a_root(fs, cli_hosts):
-    system(fs, root=ROOT)
-    add_memory_blocks(fs, {0: "online"}, root=ROOT)
-    fs.create_file(f"{ROOT}/etc/default/gandi",
-                   contents="CONFIG_CPU_HOTPLUG=0\nCONFIG_MEMORY_ZONE=online_movable\n")
-    assert cli.main(["--root", ROOT, "hotplug-rules"]) == 0
-    wanted = replace(Settings(), cpu_hotplug=False, memory_zone="online_movable")
-    assert raw(f"{ROOT}{RULE}") == online.render_rules(wanted, False)
-    assert not os.path.exists(RULE)
-    assert cli_hosts.made[0].commands == [], "under --root, this system's udevd is not reloaded"
+@pytest.mark.parametrize("quote", ["", '"', "'"], ids=["bare", "double", "single"])
+def test_the_rule_reads_each_boolean_as_gandi_vm_does(quote):
+    """Agreement with config.py for every accepted spelling, quoted or not, and for refused
+    values (the default: onlined). Pins that the rule's lists are config.py's sets."""
+    for key, attribute, decide in (
+            ("CONFIG_CPU_HOTPLUG", "cpu_hotplug", rule_onlines_cpu),
+            ("CONFIG_MEMORY_HOTPLUG", "memory_hotplug", lambda files: rule_zone(files) is not None)):
+        for value in BOOLEANS + REFUSED:
+            text = f"{key}={quote}{value}{quote}\n"
+            expected = getattr(config.parse(text, DEFAULT_FILE), attribute)
+            assert decide({DEFAULT_FILE: text}) is expected, text
+
+
+@pytest.mark.parametrize("quote", ["", '"', "'"], ids=["bare", "double", "single"])
+def test_the_rule_reads_the_zone_as_gandi_vm_does(quote):
+    for value in ZONE_VALUES:
+        text = f"CONFIG_MEMORY_ZONE={quote}{value}{quote}\n"
+        assert rule_zone({DEFAULT_FILE: text}) == config.parse(text, DEFAULT_FILE).memory_zone, text
+
+
+@pytest.mark.parametrize("files", [{}, {DEFAULT_FILE: ""}, {DEFAULT_FILE: "# nothing set\n"}],
+                         ids=["no file", "empty", "comment"])
+def test_defaults_without_the_keys_online_into_the_default_zone(files):
+    assert rule_onlines_cpu(files) and rule_zone(files) == "online" == Settings().memory_zone
+
+
+def test_the_shipped_configuration_file_reads_the_same_in_udev():
+    shipped = (REPO / "etc/default/gandi").read_text()
+    assert rule_onlines_cpu({DEFAULT_FILE: shipped}) and rule_zone({DEFAULT_FILE: shipped}) == "online"
+    settings = config.parse(shipped, DEFAULT_FILE)
+    keys = [udev_property(line) for line in shipped.splitlines()]
+    read = {key: value for key, value in filter(None, keys)}
+    assert read["CONFIG_CPU_HOTPLUG"] == str(int(settings.cpu_hotplug))
+    assert read["CONFIG_MEMORY_HOTPLUG"] == str(int(settings.memory_hotplug))
+    assert read["CONFIG_MEMORY_ZONE"] == settings.memory_zone
+
+
+def test_the_first_configuration_file_that_exists_is_read_as_gandi_vm_reads_it():
+    off = "CONFIG_CPU_HOTPLUG=0\nCONFIG_MEMORY_ZONE=online_kernel\n"
+    assert not rule_onlines_cpu({SYSCONFIG_FILE: off}), "the RHEL path alone"
+    assert rule_zone({SYSCONFIG_FILE: off}) == "online_kernel"
+    # Both exist: /etc/default/gandi only, as config.load() reads it.
+    assert rule_onlines_cpu({DEFAULT_FILE: "CONFIG_NETWORK=1\n", SYSCONFIG_FILE: off})
+    assert not rule_onlines_cpu({DEFAULT_FILE: off, SYSCONFIG_FILE: "CONFIG_CPU_HOTPLUG=1\n"})
+    event = hot_add("cpu", OFFLINE_CPU, {DEFAULT_FILE: off, SYSCONFIG_FILE: off})
+    assert event.imported == [DEFAULT_FILE]
+
+
+def test_the_last_line_of_a_key_wins_in_both():
+    text = "CONFIG_CPU_HOTPLUG=0\nCONFIG_CPU_HOTPLUG=yes\nCONFIG_MEMORY_ZONE=online_kernel\n" \
+           "CONFIG_MEMORY_ZONE=online_movable\n"
+    settings = config.parse(text, DEFAULT_FILE)
+    assert rule_onlines_cpu({DEFAULT_FILE: text}) is settings.cpu_hotplug is True
+    assert rule_zone({DEFAULT_FILE: text}) == settings.memory_zone == "online_movable"
+
+
+def test_the_imported_keys_are_dropped_after_the_decision():
+    """IMPORT{file} makes every key a device property; udev would keep them in its database
+    and send them with the device's events. Every key gandi-vm knows is dropped."""
+    every_key = "".join(f"{key}=x\n" for key in config.KEYS)
+    for subsystem, attrs in (("cpu", OFFLINE_CPU), ("memory", {"state": "offline"})):
+        event = hot_add(subsystem, attrs, {DEFAULT_FILE: every_key})
+        assert event.imported == [DEFAULT_FILE]
+        assert set(event.env) <= {"SYSTEMD_WANTS"}, event.env
+    text = SHIPPED_RULES.read_text()
+    assert sorted(re.findall(r'ENV\{(\w+)\}=""', text)) == sorted(config.KEYS)
+
+
+@pytest.mark.parametrize("subsystem, attrs", [
+    ("cpu", {"online": "1"}), ("cpu", {}), ("memory", {"state": "online"}),
+    ("memory", {"state": "going-offline"}), ("memory", {}), ("memory", {"state": "online_movable"}),
+], ids=["cpu online", "cpu0", "block online", "going offline", "no state", "block in a zone"])
+def test_a_device_not_offline_is_left_alone_and_the_file_not_read(subsystem, attrs):
+    """Coldplug at boot replays every vCPU and block, all online: no decision, no import. A block
+    the kernel onlined itself (auto_online_blocks) reads online by the time udevd sees it."""
+    event = hot_add(subsystem, attrs, {DEFAULT_FILE: "CONFIG_MEMORY_ZONE=online_kernel\n"})
+    assert (event.written, event.imported) == ([], [])
+
+
+@pytest.mark.parametrize("action", ["change", "remove", "bind", "unbind", "online", "offline", "move"])
+def test_only_add_events_do_anything(action):
+    for subsystem, attrs in (("cpu", OFFLINE_CPU), ("memory", {"state": "offline"})):
+        event = UdevEvent(subsystem, attrs, {}, action=action).run(SHIPPED_RULES.read_text())
+        assert (event.written, event.env, event.tags) == ([], {}, [])
+
+
+def test_every_vcpu_add_wants_the_retune_unit_whatever_the_configuration():
+    for attrs in (OFFLINE_CPU, {"online": "1"}, {}):
+        event = hot_add("cpu", attrs, {DEFAULT_FILE: "CONFIG_CPU_HOTPLUG=0\n"})
+        assert (event.tags, event.env) == (["systemd"], {"SYSTEMD_WANTS": RETUNE_UNIT.name})
+    assert hot_add("memory", {"state": "offline"}, {}).tags == []
+
+
+@pytest.mark.parametrize("line", [
+    "export CONFIG_CPU_HOTPLUG=0",  # udev's key is "export CONFIG_CPU_HOTPLUG"
+    "CONFIG_CPU_HOTPLUG=0 # no hotplug",  # udev's value is "0 # no hotplug"
+    "CONFIG_CPU_HOTPLUG=\\0",  # the shell's 0, udev's \0
+])
+def test_lines_udev_reads_differently_are_why_the_file_says_plain_key_value(line):
+    """What etc/default/gandi warns about: udev reads such a line otherwise than gandi-vm (which
+    takes the shell's meaning): the rule onlines the vCPU, `cpu online-all` would not."""
+    assert config.parse(line + "\n", DEFAULT_FILE).cpu_hotplug is False
+    assert rule_onlines_cpu({DEFAULT_FILE: line + "\n"})
+    assert "read by udev too" in (REPO / "etc/default/gandi").read_text()
 
 
 # -- status ----------------------------------------------------------------------------------------
@@ -797,34 +944,26 @@ def test_retune_unit_runs_iface_retune_only_when_a_multiqueue_marker_exists():
 
 def test_online_rule_assigns_attributes_and_only_wants_the_retune_unit():
     text = SHIPPED_RULES.read_text()
-    lines = rule_lines(text)
-    assert not any("RUN" in line or "PROGRAM" in line or "IMPORT{program}" in line for line in lines)
+    lines = udev_rule_lines(text)
+    keys = {(key, attr, op) for line in lines for key, attr, op, _ in line}
+    # Matches, the two files imported, attribute and property assignments: no process at all.
+    assert {key for key, _, _ in keys} <= {"ACTION", "SUBSYSTEM", "TEST", "ATTR", "ENV", "IMPORT",
+                                          "TAG", "GOTO", "LABEL"}
+    assert {attr for key, attr, _ in keys if key == "IMPORT"} == {"file"}
+    imported = [value for line in lines for key, _, _, value in line if key == "IMPORT"]
+    assert imported == list(config.DEFAULT_PATHS)
     assert lines[0] == ACTION_FILTER, "filter on ACTION first: bind/unbind/online/offline events too"
     assert lines[-1] == END_LABEL
     assert re.findall(r'SYSTEMD_WANTS}\+="([^"]+)"', text) == [RETUNE_UNIT.name]
     assert RETUNE_UNIT.is_file()
-    assigned = re.findall(r'(ATTR\{\w+\})="', text)
-    assert sorted(set(assigned)) == ["ATTR{online}", "ATTR{state}"]
+    assigned = {attr for key, attr, op in keys if key == "ATTR" and op == "="}
+    assert assigned == {"online", "state"}
 
 
 def test_boot_unit_is_one_mount_all_process():
     """gandi-mount.service's boot job is one interpreter start: mount-all onlines, then mounts."""
     steps = [(prefix, " ".join(args)) for prefix, args in map(gandi_vm_args, exec_starts(MOUNT_UNIT))]
     assert steps == [("", "mount-all")]
-
-
-def test_the_configured_rule_is_in_place_before_udev_coldplug():
-    # `early-boot` renders the rule (what `hotplug-rules` does) in the process that also grows the
-    # system disk: one interpreter start for both early jobs.
-    units = [path for path in sorted((REPO / "systemd").glob("*.service"))
-             if any(shlex.split(c.lstrip("-@:+!"))[0] == "/usr/bin/gandi-vm"  # not postboot's
-                    and gandi_vm_args(c)[1] in (["hotplug-rules"], ["early-boot"])
-                    for c in exec_starts(path))]
-    assert units
-    for path in units:
-        unit = _unit(path)["Unit"]
-        assert "systemd-udev-trigger.service" in unit.get("Before", "").split(), path.name
-        assert unit.get("DefaultDependencies") == "no", path.name
 
 
 # -- mount-all: gandi-mount's one process ----------------------------------------------------------

@@ -1,5 +1,5 @@
 """Properties on hostile input for the configuration parser, the sysfs numbers of vCPUs and memory,
-the rendered onlining rule and the command line. The contract: the module's own error (a problem
+and the command line. The contract: the module's own error (a problem
 naming file:line, a `sysfs.Garbage`, a one-line log), never another exception, never a hang.
 
 Hosts are built over a temporary directory made inside each example (pyfakefs's function-scoped
@@ -162,30 +162,11 @@ def test_cpu_and_memory_facts_from_any_attributes(lists, cpus, block_size, block
                 assert not outcome.failed
 
 
-# -- the rendered rule -----------------------------------------------------------------------------
-ASSIGNMENT = re.compile(r'ATTR\{(\w+)\}="([^"]*)"')
-
-
-@given(CONFIG_TEXT, st.booleans())
-def test_the_rule_assigns_only_online_or_the_zone(text, kernel_auto_onlines):
-    settings = config.parse(text, SRC)
-    rule = online.render_rules(settings, kernel_auto_onlines)
-    assigned = [m.groups() for line in lines(rule) if not line.startswith("#")
-                for m in ASSIGNMENT.finditer(line)]
-    expected = []
-    if settings.cpu_hotplug:
-        expected.append(("online", "1"))
-    if settings.memory_hotplug and not kernel_auto_onlines:
-        expected.append(("state", settings.memory_zone))
-    assert assigned == expected
-    assert all(line.isprintable() for line in lines(rule))
-
-
 # -- the command line on a garbage guest -----------------------------------------------------------
 COMMANDS = (["status"], ["status", "--format", "yaml"], ["disk", "attach", "vdb"], ["disk", "detach", "vdb"],
             ["mount-all"], ["iface", "attach", "eth1"], ["iface", "attach-all"], ["cpu", "online-all"],
-            ["memory", "online-all"], ["hotplug-rules"], ["config", "list"], ["config", "apply"],
-            ["grow"], ["early-boot"], ["disk", "resize", "vdb:4194304"], ["disk", "resize", "vda1"])
+            ["memory", "online-all"], ["config", "list"], ["config", "apply"],
+            ["grow"], ["disk", "resize", "vdb:4194304"], ["disk", "resize", "vda1"])
 DISK = "/sys/devices/pci0000:00/virtio2/block/vdb"
 VDA = "/sys/devices/pci0000:00/virtio1/block/vda"
 NIC = "/sys/devices/pci0000:00/virtio3/net/eth1"
@@ -322,7 +303,7 @@ def check_cli(root: str, argv: List[str]) -> None:
 def test_every_command_on_a_garbage_guest_is_an_answer_not_a_traceback(tree, config_file, outputs):
     clock = Clock()
     with tempfile.TemporaryDirectory() as root, \
-            mock.patch("gandi_vm.host.subprocess.run", Commands(outputs)), \
+            mock.patch("subprocess.run", Commands(outputs)), \
             mock.patch.object(netstack, "time", clock), mock.patch.object(net, "time", clock), \
             mock.patch.object(online, "time", clock):
         _build(root, tree, config_file)

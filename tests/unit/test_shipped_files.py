@@ -14,8 +14,8 @@ from gandi_vm import cli, config
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "udev" / "86-gandi.rules"
+ONLINE_RULES = REPO / "udev" / "87-gandi-online.rules"
 POSTBOOT = REPO / "systemd" / "gandi-postboot.service"
-EARLY = REPO / "systemd" / "gandi-early.service"
 RESIZE = REPO / "systemd" / "gandi-resize@.service"
 # Every unit runs gandi-vm, except the postboot one, which runs the platform's script itself.
 UNITS = sorted(u for u in (REPO / "systemd").glob("*.service") if u != POSTBOOT)
@@ -124,19 +124,35 @@ def test_resize_unit_runs_disk_resize_for_its_instance_on_demand_only():
     assert "BindsTo" not in unit["Unit"]
 
 
-def test_early_unit_grows_before_local_fs_and_renders_the_rule_before_coldplug():
-    unit = _unit(EARLY)
-    # One process for both early jobs: no interpreter start of its own for the growth.
-    assert shlex.split(unit["Service"]["ExecStart"]) == ["/usr/bin/gandi-vm", "early-boot"]
-    assert unit["Unit"]["DefaultDependencies"] == "no"
-    after = set(unit["Unit"]["After"].split())
-    before = set(unit["Unit"]["Before"].split())
-    # An online resize needs / read-write; udevd handles the partition and LVM events.
-    assert {"systemd-remount-fs.service", "systemd-udevd.service"} <= after
-    assert {"systemd-udev-trigger.service", "local-fs.target", "sysinit.target"} <= before
-    assert not after & before
-    assert unit["Service"]["Type"] == "oneshot" and "TimeoutStartSec" in unit["Service"]
-    assert unit["Install"]["WantedBy"] == "sysinit.target"
+def test_the_onlining_rule_reads_the_configuration_and_spawns_nothing():
+    """udevd reads /etc/default/gandi (or the RHEL path) itself and writes the attribute: no
+    program, and nothing rendered at boot (the rule is shipped as it is used)."""
+    text = ONLINE_RULES.read_text()
+    lines = [line for line in text.replace("\\\n", "").splitlines()
+             if line.strip() and not line.lstrip().startswith("#")]
+    token = re.compile(r'(\w+)(\{[^}]*\})?(==|!=|\+=|=)"')
+    keys = {match.group(1) for line in lines for match in token.finditer(line)}
+    assert keys <= {"ACTION", "SUBSYSTEM", "TEST", "ATTR", "ENV", "IMPORT", "TAG", "GOTO", "LABEL"}
+    rules = "\n".join(lines)
+    assert re.findall(r"IMPORT\{(\w+)\}", rules) == ["file", "file"]
+    assert re.findall(r'IMPORT\{file\}="([^"]+)"', rules) == list(config.DEFAULT_PATHS)
+    for path in config.DEFAULT_PATHS:  # a missing file is no error: each import is guarded
+        assert f'TEST=="{path}", IMPORT{{file}}="{path}"' in rules
+    assert set(re.findall(r'ATTR\{(\w+)\}="', rules)) == {"online", "state"}
+    assert re.findall(r'SYSTEMD_WANTS}\+="([^"]+)"', rules) == ["gandi-retune.service"]
+    assert lines[0] == 'ACTION!="add", GOTO="gandi_online_end"'
+
+
+def test_nothing_of_ours_runs_before_sysinit_target():
+    """Every unit keeps systemd's default dependencies (After=sysinit.target basic.target) and is
+    ordered before no early target: the sysinit critical path carries no interpreter of ours."""
+    early = {"sysinit.target", "local-fs.target", "local-fs-pre.target", "basic.target",
+             "systemd-udev-trigger.service", "systemd-udevd.service", "cryptsetup.target"}
+    for path in (REPO / "systemd").glob("*.service"):
+        unit = _unit(path)
+        assert "DefaultDependencies" not in unit["Unit"], path.name
+        assert not set(unit["Unit"].get("Before", "").split()) & early, path.name
+        assert unit.get("Install", "WantedBy", fallback="multi-user.target") == "multi-user.target"
 
 
 def test_installable_units_are_the_ones_the_preset_and_the_rpm_enable():
