@@ -1,26 +1,115 @@
 """Our own DHCP client, for interfaces no network stack claims: dhclient, dhcpcd or udhcpc.
 
-The client runs with our lease script (`gandi-vm iface lease`), so every address, route and rule
-is put in place by routing.py from a parsed Lease, never by a shell script reading the options.
-The client is started in the unit's cgroup: it renews the lease for as long as the interface is
-attached, and the unit's stop (or `iface detach`) releases the lease and ends it.
+The client runs with our event script, so every address, route and rule is put in place by
+routing.py from a parsed Lease, never by a shell script reading the options. The script itself is
+a few lines of sh: while `iface attach` waits for the interface's first lease, the script hands
+the event over to it (`handing_over`: the interpreter already running applies it, none is
+started, an interpreter start being seconds under QEMU/TCG); any later event (a renewal, an
+expiry, the release at detach) goes to `gandi-vm iface lease`. The client is started in the
+unit's cgroup: it renews the lease for as long as the interface is attached, and the unit's stop
+(or `iface detach`) releases the lease and ends it.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from typing import List, Optional
+from contextlib import contextmanager
 
-from gandi_vm import sysfs
+from gandi_vm import log, sysfs
 from gandi_vm.host import Host
 from gandi_vm.lease import STATE_DIR
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
+if TYPE_CHECKING:
+    from typing import Callable, Iterator, List, Mapping, Optional
+
+    # What the attach does with a handed-over event: lease_event's verdict, from (event, env).
+    Apply = Callable[[Optional[str], Mapping[str, str]], int]
 
 CLIENTS = ("dhclient", "dhcpcd", "udhcpc")  # in order of preference when several are installed
 _BIN_DIRS = ("/usr/sbin", "/sbin", "/usr/bin", "/bin")
 # Not under /run: Debian's initramfs mounts /run noexec, and the client must execute the script.
 SCRIPT = "/var/lib/gandi-vm/lease-script"
 STOP_TIMEOUT = 20
+
+# The events the script's work is for (dhclient and dhcpcd name them in $reason, udhcpc in $1).
+# Any other (PREINIT: attach brought the link up before it started the client; CARRIER,
+# leasefail, FAIL...) needs nothing: the script exits 0 without starting anything.
+BIND_EVENTS = frozenset({"BOUND", "RENEW", "REBIND", "REBOOT", "bound", "renew"})
+UNBIND_EVENTS = frozenset({"EXPIRE", "RELEASE", "STOP", "STOPPED", "deconfig", "DEPARTED"})
+TIMEOUT_EVENT = "TIMEOUT"  # dhclient: no server, try the old lease; exit 0 would make it trust it
+
+# The hand-over (see the script below): attach's poll for a handed-over event, and how long the
+# script waits for the verdict. Applying a lease is a handful of `ip` commands: well under a
+# second, a few under TCG; the bound is for an attach that is stuck, so the client never is.
+_POLL = 0.02
+_SCRIPT_POLL = 0.05
+VERDICT_WAIT = 30
+
+_SCRIPT_TEXT = r"""#!/bin/sh
+# Written by gandi-vm at each attach: the DHCP client's event script (see gandi_vm/dhcp.py).
+# While `gandi-vm iface attach` waits for this interface's first lease, it applies the event
+# itself: no interpreter is started here. Any other event goes to `gandi-vm iface lease`.
+PATH=/usr/sbin:/usr/bin:/sbin:/bin
+state=@STATE@
+
+lease_command() {
+    exec @PYTHON@ -sE -c @CODE@ "$@"
+}
+
+# dhclient and dhcpcd name the event in $reason, udhcpc in $1.
+case ${1:-${reason-}} in
+    @EVENTS@) ;;
+    *) exit 0 ;;
+esac
+# The name becomes a file name below: anything but a kernel interface name goes to
+# `iface lease`, which refuses it.
+case ${interface-} in
+    '' | . | .. | *[!A-Za-z0-9_.@+-]*) lease_command "$@" ;;
+esac
+[ "${#interface}" -le 15 ] || lease_command "$@"
+
+# Is an attach waiting for this interface (its marker names its pid)? If not, or if it was
+# killed before it could remove its marker: a renewal, an expiry, a release... for Python.
+waiting=$state/$interface.waiting
+pid=
+{ read -r pid <"$waiting"; } 2>/dev/null
+case $pid in
+    '' | 0* | *[!0-9]*) lease_command "$@" ;;
+esac
+kill -0 "$pid" 2>/dev/null || lease_command "$@"
+
+# The event ($1: udhcpc's, empty for the others) and the environment, each NUL-terminated,
+# written aside and renamed into place: the attach never reads half of it. Without `env -0`
+# (busybox), Python.
+handed=$state/$interface.event.$$
+verdict=$state/$interface.verdict.$$
+if ! { printf '%s\000' "${1-}" && env -0; } >"$handed.new" 2>/dev/null ||
+    ! mv -f "$handed.new" "$handed"; then
+    rm -f "$handed.new"
+    lease_command "$@"
+fi
+
+# Its verdict is our exit status. An attach that stops waiting (it gave up on this attempt and
+# is stopping the client, or it was killed) takes no more events: exit 1, not applied, rather
+# than `iface lease`, which would put an address back behind a failed attempt's cleanup.
+tries=@TRIES@
+while [ "$tries" -gt 0 ]; do
+    if [ -f "$verdict" ]; then
+        read -r status <"$verdict"
+        case $status in
+            [0-9]) exit "$status" ;;
+        esac
+        exit 1
+    fi
+    [ -f "$waiting" ] && kill -0 "$pid" 2>/dev/null || break
+    sleep @SLEEP@ 2>/dev/null || sleep 1
+    tries=$((tries - 1))
+done
+rm -f "$handed"
+exit 1
+"""
 
 
 def installed(host: Host) -> Optional[str]:
@@ -31,22 +120,107 @@ def installed(host: Host) -> Optional[str]:
 
 
 def write_script(host: Host, config: Optional[str]) -> str:
-    """The executable the client calls on each lease event: this very gandi_vm package, with the
-    same root and configuration, whatever environment the client gives its script (dhclient
-    gives almost none). Rewritten at each attach, so it follows the installed interpreter."""
+    """The executable the client calls on each event: sh, which hands the event to a waiting
+    attach or runs this very gandi_vm package's `iface lease` with the same root and
+    configuration, whatever environment the client gives its script (dhclient gives almost
+    none). Rewritten at each attach, so it follows the installed interpreter and the root."""
+    import shlex
+
     package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     argv = ["--root", host.root, *(["--config", config] if config else []), "iface", "lease"]
-    text = (f"#!{sys.executable} -sE\n"
-            "# Written by gandi-vm: the DHCP client's event script (see gandi_vm/dhcp.py).\n"
-            "import os, sys\n"
-            "# attach brought the link up before it started the client: spare an interpreter.\n"
-            "if os.environ.get('reason') == 'PREINIT':\n"
-            "    sys.exit(0)\n"
-            f"sys.path.insert(0, {package_parent!r})\n"
-            "from gandi_vm.cli import main\n"
-            f"sys.exit(main({argv!r} + sys.argv[1:]))\n")
+    code = (f"import sys; sys.path.insert(0, {package_parent!r}); "
+            f"from gandi_vm.cli import main; sys.exit(main({argv!r} + sys.argv[1:]))")
+    events = sorted(BIND_EVENTS | UNBIND_EVENTS | {TIMEOUT_EVENT})
+    text = _SCRIPT_TEXT
+    for key, value in (("@STATE@", shlex.quote(host.path(STATE_DIR))),
+                       ("@PYTHON@", shlex.quote(sys.executable)), ("@CODE@", shlex.quote(code)),
+                       ("@EVENTS@", " | ".join(events)),
+                       ("@TRIES@", str(int(VERDICT_WAIT / _SCRIPT_POLL))),
+                       ("@SLEEP@", str(_SCRIPT_POLL))):
+        text = text.replace(key, value)
     host.write_text(SCRIPT, text, mode=0o755)
     return host.path(SCRIPT)
+
+
+# -- the hand-over of the first lease ------------------------------------------------------------
+def waiting_marker(name: str) -> str:
+    return f"{STATE_DIR}/{name}.waiting"
+
+
+def _handed_pid(name: str, kind: str, entry: str) -> Optional[str]:
+    """The script's pid in a hand-over file name `NAME.KIND.PID`, or None: another interface's
+    (`ens4.event` is a valid name too) or a temporary file."""
+    prefix = f"{name}.{kind}."
+    pid = entry[len(prefix):] if entry.startswith(prefix) else ""
+    return pid if pid.isascii() and pid.isdigit() else None
+
+
+@contextmanager
+def handing_over(host: Host, name: str, apply: Apply) -> Iterator[None]:
+    """While the block runs (our client getting its first lease), the event script hands each
+    event for `name` to `apply(event, env)` in this process and exits with its verdict.
+
+    The marker names this process: a script that finds it and this process alive hands over;
+    one that finds it gone falls back to `iface lease`. Removed in every case, with whatever an
+    event left. A dry run starts no client: nothing to hand over, nothing written."""
+    if host.dry_run:
+        yield
+        return
+    import threading
+
+    stop = threading.Event()
+    host.write_text(waiting_marker(name), f"{os.getpid()}\n")
+    server = threading.Thread(target=_serve, args=(host, name, apply, stop), daemon=True,
+                              name=f"gandi-handover-{name}")
+    server.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        server.join()
+        host.remove(waiting_marker(name))
+        for entry in host.listdir(STATE_DIR):
+            if _handed_pid(name, "event", entry) or _handed_pid(name, "verdict", entry):
+                host.remove(f"{STATE_DIR}/{entry}")
+
+
+def _serve(host: Host, name: str, apply: Apply, stop) -> None:
+    while not stop.wait(_POLL):
+        for entry in host.listdir(STATE_DIR):
+            pid = _handed_pid(name, "event", entry)
+            if pid is not None:
+                verdict = take_event(host, name, f"{STATE_DIR}/{entry}", apply)
+                host.write_text(f"{STATE_DIR}/{name}.verdict.{pid}", f"{verdict}\n")
+
+
+def take_event(host: Host, name: str, path: str, apply: Apply) -> int:
+    """Apply one handed-over event file (removed): the exit status `iface lease` would give."""
+    from gandi_vm.lease import LeaseError, MAX_HANDOVER, from_handover
+
+    try:
+        data = host.read_bytes(path, MAX_HANDOVER + 1)
+    except OSError as e:
+        log.error("iface %s: handed-over event %s: %s", name, path, e.strerror)
+        return 1
+    finally:
+        host.remove(path)
+    try:
+        event, env = from_handover(data)
+    except LeaseError as e:
+        log.error("iface %s: handed-over event rejected: %s", name, e)
+        return 1
+    if env.get("interface") != name:
+        log.error("iface %s: handed-over event names interface %s; ignored", name,
+                  sysfs.quoted(env.get("interface", ""), 32))
+        return 1
+    try:
+        return apply(event, env)
+    except Exception as e:
+        # As `iface lease` would (cli.main): one line, exit 1. Raised here, it would end the
+        # thread and leave the client's script waiting for a verdict until its bound.
+        log.error("iface lease: internal error: %s: %s", type(e).__name__,
+                  sysfs.quoted(str(e), 200))
+        return 1
 
 
 def _files(host: Host, client: str, name: str) -> dict:

@@ -10,20 +10,24 @@ value can become structure, let alone a command.
 
 from __future__ import annotations
 
-import ipaddress
-import re
-from typing import Dict, List, Mapping, Optional, Tuple
+import os
 
 from gandi_vm.host import Host, lines
 from gandi_vm import log, record, sysfs
 from gandi_vm.netdev import is_name
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
+if TYPE_CHECKING:
+    from typing import Dict, List, Mapping, Optional, Tuple
+    Record = Dict[str, object]
+
 
 STATE_DIR = "/run/gandi/iface"
 MAX_TEXT = 1024  # longest option text kept (DHCP options are at most 255 bytes, concatenated 4x)
-_DOMAIN = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*\.?")
-
-Record = Dict[str, object]
+# A handed-over environment is at most what execve() passed the script: ARG_MAX, a quarter of
+# the default 8 MiB stack limit.
+MAX_HANDOVER = 2 << 20
+_DOMAIN = r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*\.?"
 
 
 class LeaseError(ValueError):
@@ -47,6 +51,8 @@ class Lease(record.Record):
 
     @property
     def network(self) -> str:
+        import ipaddress  # start-up cost (see gandi_vm.cli)
+
         return str(ipaddress.IPv4Interface(self.cidr).network)
 
     def as_dict(self) -> Dict[str, object]:
@@ -59,6 +65,8 @@ def parse_address(text: str) -> Optional[str]:
     """An IPv4 or IPv6 address in its canonical form, or None. A scoped IPv6 address
     (fe80::1%eth0) keeps its scope only when it is an interface name or index: `ipaddress` takes
     any text after the '%', control characters included, and resolv.conf would get it verbatim."""
+    import ipaddress  # start-up cost (see gandi_vm.cli)
+
     try:
         address = ipaddress.ip_address(text)
     except ValueError:
@@ -75,6 +83,8 @@ def _words(value: str) -> List[str]:
 
 
 def _address(value: str, what: str) -> str:
+    import ipaddress  # start-up cost (see gandi_vm.cli)
+
     try:
         return str(ipaddress.IPv4Address(value.strip(" ")))
     except ValueError:
@@ -82,6 +92,8 @@ def _address(value: str, what: str) -> str:
 
 
 def _prefixlen(cidr: str, mask: str) -> int:
+    import ipaddress  # start-up cost (see gandi_vm.cli)
+
     try:
         if cidr:
             return sysfs.number(cidr, limit=33)
@@ -111,6 +123,8 @@ def _addresses(value: str, what: str) -> Tuple[str, ...]:
 
 def _server(value: str) -> Optional[str]:
     """The server identifier: an IPv4 address (option 54), or nothing."""
+    import ipaddress  # start-up cost (see gandi_vm.cli)
+
     if not value:
         return None
     try:
@@ -123,7 +137,7 @@ def _server(value: str) -> Optional[str]:
 def _domains(value: str, what: str) -> Tuple[str, ...]:
     kept = []
     for word in _words(value):
-        if len(word) <= 253 and _DOMAIN.fullmatch(word):
+        if len(word) <= 253 and sysfs.fullmatch(_DOMAIN, word):
             kept.append(word.rstrip("."))
         else:
             log.warning("lease: %s %r is not a domain name, ignored", what, word[:64])
@@ -209,6 +223,25 @@ def from_nmcli(text: str) -> Lease:
         if sep:
             options["new_" + key.strip()] = value
     return from_env(options)
+
+
+def from_handover(data: bytes) -> Tuple[Optional[str], Dict[str, str]]:
+    """What the event script hands over to a waiting attach (dhcp.handing_over): the event (udhcpc's
+    $1; empty, i.e. None, for dhclient and dhcpcd, which name it in the environment), then the
+    environment as `env -0` prints it, each NUL-terminated. The result is what `iface lease`
+    would get as its argument and os.environ: names and values decoded the same way, an entry
+    without `=` skipped, the first of two same names kept (Python's os.environ does all three)."""
+    if len(data) > MAX_HANDOVER:
+        raise LeaseError(f"handed-over event of more than {MAX_HANDOVER} bytes")
+    if not data.endswith(b"\0"):
+        raise LeaseError("handed-over event cut short (no final NUL)")
+    event, *entries = data[:-1].split(b"\0")
+    env: Dict[str, str] = {}
+    for entry in entries:
+        key, sep, value = entry.partition(b"=")
+        if sep:
+            env.setdefault(os.fsdecode(key), os.fsdecode(value))
+    return os.fsdecode(event) or None, env
 
 
 # -- the record --------------------------------------------------------------------------------

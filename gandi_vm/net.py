@@ -263,10 +263,12 @@ def _attempt(host: Host, settings: Settings, dev: NetDevice, record: Dict[str, o
 
 def _attempt_own(host: Host, settings: Settings, dev: NetDevice, client: str,
                  table: Optional[int], config: Optional[str]) -> Optional[str]:
-    """Our client: the lease script puts the lease in place and in the record as it binds."""
+    """Our client: its first lease is handed over by the event script and applied here, as
+    lease_event would (one interpreter start fewer); later events go to `iface lease`."""
     script = dhcp.write_script(host, config)
     argv = dhcp.start_argv(host, client, dev.name, script, settings.dhcp_timeout, table is not None)
-    result = host.run(argv, timeout=settings.dhcp_timeout + 15)
+    with dhcp.handing_over(host, dev.name, lambda event, env: lease_event(host, event, env)):
+        result = host.run(argv, timeout=settings.dhcp_timeout + 15)
     if host.dry_run:
         after = (f"default route via its gateway in table {table} and `ip rule from "
                  f"<address> lookup {table}`" if table is not None else
@@ -352,8 +354,10 @@ def retune_all(host: Host, settings: Settings) -> None:
 
 # -- lease events (the DHCP client's script) ------------------------------------------------------
 def lease_event(host: Host, event: Optional[str], env: Mapping[str, str]) -> int:
-    """Apply one event of our DHCP client. The exit status matters to dhclient for TIMEOUT only
-    (0 would make it trust an old lease without a server)."""
+    """Apply one event of our DHCP client to the interface's record: `iface lease` (the event
+    script's call) and, for the first lease, the attach the script hands it to. The exit status
+    matters to dhclient for TIMEOUT only (0 would make it trust an old lease without a server).
+    PREINIT never comes here: the script answers it (attach brought the link up)."""
     name = netdev.checked_name(env.get("interface", ""))
     reason = event or env.get("reason", "")
     record = lease.load(host, name)
@@ -363,9 +367,7 @@ def lease_event(host: Host, event: Optional[str], env: Mapping[str, str]) -> int
         return 0
     table = _table(record)
     previous = lease.of_record(record)
-    if reason == "PREINIT":
-        return 0 if routing.link_up(host, name) else 1
-    if reason in BIND_EVENTS:
+    if reason in dhcp.BIND_EVENTS:
         try:
             new = lease.from_udhcpc_env(env) if event else lease.from_env(env)
         except LeaseError as e:
@@ -377,7 +379,7 @@ def lease_event(host: Host, event: Optional[str], env: Mapping[str, str]) -> int
         log.info("iface %s: %s %s, gateway %s%s", name, reason.lower(), new.cidr,
                  new.gateway or "none", f", table {table}" if table else "")
         return 0 if ok else 1
-    if reason in UNBIND_EVENTS:
+    if reason in dhcp.UNBIND_EVENTS:
         if previous is not None:
             routing.clear_lease(host, name, previous, table)
             record.pop("lease", None)
@@ -385,7 +387,7 @@ def lease_event(host: Host, event: Optional[str], env: Mapping[str, str]) -> int
             lease.save(host, name, record)
             log.info("iface %s: %s, %s removed", name, reason.lower(), previous.cidr)
         return 0
-    if reason == "TIMEOUT":
+    if reason == dhcp.TIMEOUT_EVENT:
         return 1
     return 0
 

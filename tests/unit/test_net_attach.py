@@ -46,6 +46,25 @@ def option(args: List[str], key: str) -> Optional[str]:
     return args[args.index(key) + 1] if key in args else None
 
 
+def hand_over(host: FakeHost, name: str, event: Optional[str], env: Dict[str, str],
+              pid: int = 4242) -> int:
+    """The script's side of the hand-over: the event and `env -0`, renamed into place; then the
+    attach's verdict (a few seconds at most: the attach serves from a thread)."""
+    state = host.path(lease.STATE_DIR)
+    data = b"".join(text.encode() + b"\0" for text in
+                    [event or "", *(f"{key}={value}" for key, value in env.items())])
+    with open(f"{state}/{name}.event.{pid}.new", "wb") as f:
+        f.write(data)
+    os.rename(f"{state}/{name}.event.{pid}.new", f"{state}/{name}.event.{pid}")
+    verdict = f"{state}/{name}.verdict.{pid}"
+    deadline = time.monotonic() + 10
+    while not os.path.exists(verdict):
+        assert time.monotonic() < deadline, f"no verdict for {data!r}"
+        time.sleep(0.005)
+    with open(verdict, encoding="ascii") as f:
+        return int(f.read())
+
+
 class Network:
     """The guest's network, and the programs that show and change it."""
 
@@ -62,6 +81,8 @@ class Network:
         self.nm_state, self.nm_connection = "30 (disconnected)", ""
         self.nm_profiles: Dict[str, Dict[str, str]] = {}  # name -> {"ifname", "file"}
         self.hosts: List[FakeHost] = []  # every host bound, in order (the cli makes its own)
+        self.handed: List[str] = []  # events the script handed over to a waiting attach
+        self.lease_commands: List[str] = []  # events it gave to `iface lease`
 
     def bind(self, host: FakeHost) -> FakeHost:
         self.host = host
@@ -145,16 +166,36 @@ class Network:
     def dhclient(self, argv: List[str]) -> Result:
         name = argv[-1]
         if "-r" in argv:
-            net.lease_event(self.host, None, {"reason": "RELEASE", "interface": name})
+            self.event_script({"reason": "RELEASE", "interface": name})
             return Result(argv, 0)
-        net.lease_event(self.host, None, {"reason": "PREINIT", "interface": name})
+        self.event_script({"reason": "PREINIT", "interface": name})
         offer = self.offers.get(name)
         if offer is None:
             return Result(argv, 2, stderr="No DHCPOFFERS received.\n"
                                           "Unable to obtain a lease on first try.  Exiting.\n")
         env = {"reason": "BOUND", "interface": name, **{f"new_{k}": v for k, v in offer.items()}}
-        net.lease_event(self.host, None, env)
+        self.event_script(env)
         return Result(argv, 0, stderr=f"bound to {offer['ip_address']} -- renewal in 1800 seconds.\n")
+
+    def event_script(self, env: Dict[str, str], event: Optional[str] = None) -> int:
+        """What the event script (sh, see dhcp.write_script) does, over the fake filesystem:
+        nothing for an event there is nothing to do for; the event handed over to the attach
+        waiting for the interface (its marker names this process), its verdict as exit status;
+        else `iface lease`. `handed` and `lease_commands` say which way each event went."""
+        reason = event or env["reason"]
+        if reason not in dhcp.BIND_EVENTS | dhcp.UNBIND_EVENTS | {dhcp.TIMEOUT_EVENT}:
+            return 0
+        name = env["interface"]
+        try:
+            with open(self.host.path(dhcp.waiting_marker(name)), encoding="ascii") as f:
+                waiting = f.read().strip() == str(os.getpid())
+        except FileNotFoundError:
+            waiting = False
+        if waiting:
+            self.handed.append(reason)
+            return hand_over(self.host, name, event, env)
+        self.lease_commands.append(reason)
+        return net.lease_event(self.host, event, env)
 
     # -- systemd ------------------------------------------------------------------------------------
     def systemctl(self, argv: List[str]) -> Result:
@@ -321,6 +362,26 @@ def test_secondary_interface_runs_dhclient_with_our_lease_script(host, network):
                      "-lf", "/run/gandi/iface/eth1.dhclient.leases", "eth1"]
     assert os.access(dhcp.SCRIPT, os.X_OK)
     assert network.links["eth1"] == "up"
+
+
+def test_the_first_lease_is_handed_over_to_the_waiting_attach(host, network):
+    # No `iface lease` process for the first lease: the attach applies it itself.
+    outcome = net.attach(host, SETTINGS, "eth1")
+    assert outcome.state == "configured"
+    assert (network.handed, network.lease_commands) == (["BOUND"], [])
+    assert record()["lease"]["address"] == "10.0.1.5"
+    # the marker, the handed-over event and its verdict are gone with the attach
+    assert sorted(os.listdir("/run/gandi/iface")) == ["dhclient.conf", "eth1.yaml"]
+
+
+@pytest.mark.parametrize("offers", [{}, {"eth1": dict(OFFER, ip_address="10.0.1.500")}],
+                         ids=["no server", "malformed lease"])
+def test_a_failed_attach_leaves_no_hand_over_behind(host, network, offers):
+    network.offers = offers
+    assert net.attach(host, SETTINGS, "eth1").state == "failed"
+    assert network.lease_commands == ["RELEASE"] * SETTINGS.dhcp_retries  # dhcp.stop's
+    assert sorted(os.listdir("/run/gandi/iface")) == ["dhclient.conf", "eth1.yaml"]
+    assert "eth1" not in network.addresses or network.addresses["eth1"] == []
 
 
 def test_secondary_interface_record(host, network):
@@ -731,10 +792,19 @@ def test_timeout_returns_1(host, attached):
     assert net.lease_event(host, None, event("TIMEOUT")) == 1
 
 
-def test_preinit_sets_the_link_up(host, attached):
+def test_a_renewal_after_attach_goes_to_iface_lease(host, attached):
+    assert attached.event_script(event("RENEW", ip_address="10.0.1.6")) == 0
+    assert (attached.handed, attached.lease_commands) == (["BOUND"], ["RENEW"])
+    assert attached.addresses["eth1"] == ["10.0.1.6/24"]
+    assert attached.rules == [{"priority": 10003, "src": "10.0.1.6", "table": "10003"}]
+
+
+def test_preinit_and_other_events_need_nothing(host, attached):
+    # attach brought the link up before it started the client: the script answers PREINIT
     attached.links["eth1"] = "down"
-    assert net.lease_event(host, None, {"reason": "PREINIT", "interface": "eth1"}) == 0
-    assert attached.links["eth1"] == "up"
+    for reason in ("PREINIT", "CARRIER", "FAIL"):
+        assert attached.event_script({"reason": reason, "interface": "eth1"}) == 0
+    assert attached.lease_commands == [] and host.commands == []
 
 
 def test_a_malformed_lease_is_rejected_and_nothing_changes(host, attached):
@@ -885,7 +955,10 @@ def test_cli_lease_script_writes_the_root_and_calls_back_into_iface_lease(vm):
     assert cli.main(["--root", ROOT, "iface", "attach", "eth1"]) == 0
     with open(f"{ROOT}{dhcp.SCRIPT}", encoding="utf-8") as f:
         script = f.read()
-    assert f"main(['--root', '{ROOT}', 'iface', 'lease'] + sys.argv[1:])" in script
+    assert script.startswith("#!/bin/sh\n") and f"\nstate={ROOT}/run/gandi/iface\n" in script
+    [command] = [shlex.split(line) for line in script.splitlines() if line.lstrip().startswith("exec ")]
+    assert command[:4] == ["exec", sys.executable, "-sE", "-c"] and command[5:] == ["$@"]
+    assert f"main(['--root', '{ROOT}', 'iface', 'lease'] + sys.argv[1:])" in command[4]
 
 
 def test_cli_failed_attach_exits_1(vm, capsys):

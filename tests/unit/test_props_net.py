@@ -23,7 +23,7 @@ from fakesys import FakeHost
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gandi_vm import lease, net, netdev, netstack
+from gandi_vm import dhcp, lease, net, netdev, netstack
 from gandi_vm.config import Settings
 from gandi_vm.host import Result
 from gandi_vm.lease import Lease, LeaseError
@@ -134,6 +134,60 @@ def test_anything_parse_address_accepts_is_an_address(text):
     if address is not None:
         assert str(ipaddress.ip_address(address)) == address
         assert not CONTROL.search(address)
+
+
+# -- what the event script hands over to a waiting attach ------------------------------------------
+# `printf '%s\0' "$1"; env -0` as the script writes it, and what a truncated or forged file holds:
+# fields with and without `=`, repeated names, undecodable bytes, a missing final NUL.
+ENTRY = st.one_of(
+    st.tuples(st.sampled_from(DHCLIENT_KEYS + UDHCPC_KEYS + ["interface", "reason", ""]),
+              VALUE).map(lambda kv: f"{kv[0]}={kv[1]}".encode("utf-8", "surrogateescape")),
+    st.binary(max_size=30))
+HANDED = st.tuples(st.binary(max_size=10), st.lists(ENTRY, max_size=8), st.booleans()).map(
+    lambda t: b"\0".join([t[0], *t[1]]) + (b"\0" if t[2] else b""))
+
+
+@given(HANDED)
+def test_a_handed_over_file_gives_an_event_and_an_environment_or_a_lease_error(data):
+    try:
+        event, env = lease.from_handover(data)
+    except LeaseError:
+        return
+    assert event is None or (isinstance(event, str) and event and "\0" not in event)
+    for key, value in env.items():
+        assert isinstance(key, str) and isinstance(value, str)
+        assert "=" not in key and "\0" not in key + value
+
+
+def env_text(forbidden: bytes, size: int) -> st.SearchStrategy[str]:
+    """Text as os.fsdecode gives it from bytes without the `forbidden` ones: any character,
+    surrogates only for undecodable bytes."""
+    raw = st.one_of(st.text(st.characters(blacklist_categories=("Cs",)), max_size=size)
+                    .map(os.fsencode), st.binary(max_size=size))
+    return raw.map(lambda data: os.fsdecode(bytes(b for b in data if b not in forbidden)))
+
+
+@given(env_text(b"\0", 10), st.lists(st.tuples(env_text(b"\0=", 10), env_text(b"\0", 20)),
+                                      max_size=6))
+def test_a_handed_over_environment_is_what_os_environ_would_hold(event, pairs):
+    # os.environ keeps the first of two same names and decodes with surrogateescape.
+    data = b"".join(os.fsencode(text) + b"\0" for text in [event, *(f"{k}={v}" for k, v in pairs)])
+    expected: Dict[str, str] = {}
+    for key, value in pairs:
+        expected.setdefault(key, value)
+    assert lease.from_handover(data) == (event or None, expected)
+
+
+@given(HANDED)
+def test_take_event_of_any_file_is_a_verdict_and_leaves_nothing(data):
+    def apply(event: Optional[str], env: Dict[str, str]) -> int:
+        parses_or_refuses(lease.from_udhcpc_env if event else lease.from_env, env)
+        return 0
+
+    with guest({"/run/gandi/iface/eth1.event.7": data}) as host:
+        verdict = dhcp.take_event(host, "eth1", "/run/gandi/iface/eth1.event.7", apply)
+        assert verdict in (0, 1)
+        assert os.listdir(host.path("/run/gandi/iface")) == []
 
 
 # -- a small guest over a temporary directory -----------------------------------------------------
