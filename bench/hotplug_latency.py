@@ -1,17 +1,34 @@
 #!/usr/bin/env python3
 """Measure hotplug latency in a real guest: from QMP's acknowledgement to a usable resource.
 
-Needs root (vm/build-image builds or reuses the Debian 12 guest image with this tree's .deb).
-Boots one guest under QEMU and, for each device kind, times --runs hotplugs from the
-acknowledgement of the QMP command that plugs the device to the moment the guest can use it:
+Needs root (vm/build-image builds or reuses the Debian 12 guest image with this tree's .deb) and
+the QEMU lock of the machine (`flock /tmp/qemu.lock bench/hotplug_latency.py`). Boots one guest
+under QEMU and, for each device kind, times --runs hotplugs from the acknowledgement of the QMP
+command that plugs the device to the moment the guest can use it:
 
-  disk     a fresh 64 MiB labelled ext4 image each run: mounted under /srv (then unplugged, and
-           the cleanup timed too: mount and mountpoint gone, unit inactive)
-  nic      a virtio NIC on a user-mode network of its own with DHCP: an IPv4 address assigned
-           (then unplugged)
-  memory   a 256 MiB pc-dimm: all its memory blocks online (never unplugged: at most 4 slots)
-  vcpu     a vCPU in a free slot: online (never unplugged: QEMU under TCG is unstable after a
-           vCPU unplug; at most 3 free slots)
+  disk         a fresh 64 MiB labelled ext4 image each run: mounted under /srv (then unplugged,
+               and the cleanup timed too: mount and mountpoint gone, unit inactive)
+  disk-byhand  the floor: the same disk with our unit masked for its kernel name (systemctl mask
+               --runtime gandi-disk@vdX), and what our handler does done by a shell script
+               started in the guest before the plug: `udevadm wait` for the device, e2fsck -p,
+               mkdir, mount. Same plug, same udev path, same poll of the mount
+  burst        6 labelled disks plugged back to back: all 6 mounted, from the first plug's
+               acknowledgement (then unplugged)
+  nic          a virtio NIC in PCI slot 16 (ens16) on a user-mode network of its own with DHCP:
+               an IPv4 address assigned (then unplugged)
+  nic-byhand   the floor: the same NIC with gandi-iface@ens16 masked, and `dhclient -1` with
+               Debian's dhclient-script run by a script started in the guest before the plug,
+               once udev has named the interface
+  memory       a 256 MiB pc-dimm: all its memory blocks online (never unplugged: at most 4 slots)
+  vcpu         a vCPU in a free slot: online (never unplugged: QEMU under TCG is unstable after a
+               vCPU unplug; at most 3 free slots)
+
+Every event's processes are counted by the kernel: the guest boots with benchlib.TRACE_ARGS, the
+trace buffer is emptied before each plug and read once the guest is usable and no gandi-* unit
+is still starting: how many programs were executed (the bench's own polls, run by the guest
+agent, left out; so are the by-hand scripts), and how many of them were /usr/bin/gandi-vm, that
+is our Python interpreters. The goals of issue 14 are printed as ratios of medians: disk over
+disk-byhand (at most 1.3x), nic over nic-byhand (1.5x), burst over disk (2x).
 
 For memory and vCPUs it also counts what the event cost in processes, from the guest's journal
 (udevd runs at debug level for this): the programs udevd spawned ("Starting '...'"), the units
@@ -47,12 +64,19 @@ from typing import Any, Callable, Dict, List, Optional
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "vm"))
 
-from benchlib import write_json  # noqa: E402
+from benchlib import TRACE_ARGS, clear_trace, exec_trace, write_json  # noqa: E402
 from qemu_guest import QEMU, Guest, GuestError, build_image, make_disk  # noqa: E402
 
 DEFAULT_JSON = REPO / "bench" / "results" / "hotplug_latency.json"
-KINDS = ("disk", "nic", "memory", "vcpu")  # vCPUs last: the least stable hotplug under TCG
+# vCPUs last: the least stable hotplug under TCG. Each floor right after what it is the floor of.
+KINDS = ("disk", "disk-byhand", "burst", "nic", "nic-byhand", "memory", "vcpu")
 DISK_TIMEOUT = 60.0  # the disk is built: a generous bound, a miss is a failure
+BURST = 6
+BURST_TIMEOUT = 180.0
+NIC_SLOT = 16  # a fixed PCI slot: the interface's predictable name is ens16 before it exists
+# Issue 14's goals: (kind, the kind it is compared with, the highest ratio of their medians).
+GOALS = (("disk", "disk-byhand", 1.3), ("nic", "nic-byhand", 1.5), ("burst", "disk", 2.0))
+BYHAND_DONE = "/run/bench-byhand.done"
 LABEL = "bench-data"
 MOUNTPOINT = f"/srv/{LABEL}"
 DIMM_BYTES = 256 << 20
@@ -80,42 +104,167 @@ def poll_cost(guest: Guest, count: int = 10) -> float:
 # `bound` is how long the resource may take to become usable on an idle machine; Guest.poll
 # stretches it by the guest's slowness.
 
+def process_counts(guest: Guest, bound: float = 30) -> Dict[str, float]:
+    """The processes the event cost since the trace was emptied: once no gandi-* unit is starting
+    or stopping any more (bound seconds at most, scaled), the programs executed and how many of them
+    were /usr/bin/gandi-vm."""
+    guest.poll("! systemctl list-units --no-legend --plain --state=activating,deactivating "
+               "'gandi-*' | grep -q .", bound)
+    traced = exec_trace(guest)
+    if traced["execs"] is None:
+        return {}
+    return {"execs_count": float(traced["execs"]), "gandi_vm_count": float(traced["gandi_vm"])}
+
+
+def free_disk_name(guest: Guest) -> str:
+    """The kernel name the next virtio disk gets: the first vdX not in use."""
+    used = set(guest.check("ls /sys/block").split())
+    return next(f"vd{c}" for c in "bcdefghijklmnopqrstuvwxyz" if f"vd{c}" not in used)
+
+
+def start_byhand(guest: Guest, script: str) -> None:
+    """Start a shell script in the guest, in the background, that writes its exit status to
+    BYHAND_DONE: it waits there for the device before the plug, as our rule and unit do. The trace
+    is emptied again: the mask's daemon-reload ran systemd's generators."""
+    guest.check(f"rm -f {BYHAND_DONE}; setsid sh -c '{script}; echo $? >{BYHAND_DONE}' "
+                "</dev/null >/dev/null 2>&1 &")
+    clear_trace(guest)
+
+
+def byhand_status(guest: Guest, bound: float) -> str:
+    """The by-hand script's exit status, once it has written it."""
+    guest.poll(f"test -s {BYHAND_DONE}", bound)
+    return guest.run(f"cat {BYHAND_DONE}").stdout.strip() or "(none)"
+
+
+def plug_disk(guest: Guest, tmp: Path, device: str, label: str) -> Path:
+    image = make_disk(tmp / f"{device}.raw", "ext4", label)
+    guest.add_disk(image, device)
+    return image
+
+
+def unplug_disks(guest: Guest, devices: Dict[str, str], bound: float) -> float:
+    """Unplug the disks ({device id: mountpoint}); the seconds until every mount and mountpoint
+    is gone and no gandi-disk@ unit of theirs is active."""
+    names = {device: guest.kernel_name(device) for device in devices}
+    started = time.monotonic()
+    for device in devices:
+        guest.remove_disk(device)  # device_del (acknowledged at once), DEVICE_DELETED, blockdev-del
+    cleaned = guest.poll(" && ".join(
+        f"! findmnt -n {mountpoint} >/dev/null && ! test -e {mountpoint} && "
+        f"! systemctl -q is-active gandi-disk@{names[device]}.service"
+        for device, mountpoint in devices.items()), bound, started)
+    if cleaned is None:
+        raise GuestError(f"{', '.join(devices.values())} not cleaned up {guest.scaled(bound):.0f} s "
+                         "after the unplug")
+    return cleaned
+
+
 def disk_run(guest: Guest, index: int, bound: float, tmp: Path) -> Dict[str, float]:
     device = f"bench-disk{index}"
-    image = make_disk(tmp / f"{device}.raw", "ext4", LABEL)
-    guest.add_disk(image, device)
+    image = plug_disk(guest, tmp, device, LABEL)
     acked = time.monotonic()
     usable = guest.poll(f"findmnt -n {MOUNTPOINT} >/dev/null", bound, acked)
     if usable is None:
         raise GuestError(f"{device}: nothing mounted at {MOUNTPOINT} {guest.scaled(bound):.0f} s "
                          "after the plug")
-    name = guest.kernel_name(device)
-    unit = f"gandi-disk@{name}.service"
-    started = time.monotonic()
-    guest.remove_disk(device)  # device_del (acknowledged at once), DEVICE_DELETED, blockdev-del
-    cleaned = guest.poll(f"! findmnt -n {MOUNTPOINT} >/dev/null && ! test -e {MOUNTPOINT} && "
-                         f"! systemctl -q is-active {unit}", bound, started)
-    if cleaned is None:
-        raise GuestError(f"{device}: {MOUNTPOINT} not cleaned up {guest.scaled(bound):.0f} s "
-                         "after the unplug")
+    counts = process_counts(guest)
+    cleaned = unplug_disks(guest, {device: MOUNTPOINT}, bound)
     image.unlink()
-    return {"usable": usable, "unplug_cleaned": cleaned}
+    return {"usable": usable, "unplug_cleaned": cleaned, **counts}
+
+
+def disk_byhand_run(guest: Guest, index: int, bound: float, tmp: Path) -> Dict[str, float]:
+    device, name = f"bench-byhand{index}", free_disk_name(guest)
+    unit = f"gandi-disk@{name}.service"
+    guest.check(f"systemctl mask --runtime {unit}")
+    try:
+        start_byhand(guest, f"udevadm wait --timeout=300 /dev/{name} && e2fsck -p /dev/{name} && "
+                            f"mkdir -p {MOUNTPOINT} && mount /dev/{name} {MOUNTPOINT}")
+        image = plug_disk(guest, tmp, device, LABEL)
+        acked = time.monotonic()
+        usable = guest.poll(f"findmnt -n {MOUNTPOINT} >/dev/null", bound, acked)
+        if guest.kernel_name(device) != name:
+            raise GuestError(f"{device} is not {name}: our unit was not masked for it")
+        if usable is None:
+            raise GuestError(f"{device}: the by-hand script mounted nothing at {MOUNTPOINT} "
+                             f"{guest.scaled(bound):.0f} s after the plug (status "
+                             f"{byhand_status(guest, 1)})")
+        counts = process_counts(guest)
+        byhand_status(guest, bound)
+        guest.check(f"umount {MOUNTPOINT} && rmdir {MOUNTPOINT}")
+        guest.remove_disk(device)
+    finally:
+        guest.check(f"systemctl unmask --runtime {unit}")
+    image.unlink()
+    return {"usable": usable, **counts}
+
+
+def burst_run(guest: Guest, index: int, bound: float, tmp: Path) -> Dict[str, float]:
+    devices = {f"bench-burst{index}-{n}": f"/srv/bench-b{n}" for n in range(BURST)}
+    images, acked = [], 0.0
+    for number, (device, mountpoint) in enumerate(devices.items()):
+        images.append(plug_disk(guest, tmp, device, mountpoint.rpartition("/")[2]))
+        if number == 0:
+            acked = time.monotonic()
+    usable = guest.poll(" && ".join(f"findmnt -n {mountpoint} >/dev/null"
+                                    for mountpoint in devices.values()), bound, acked)
+    if usable is None:
+        mounted = guest.run("findmnt -n -o TARGET | grep -c '^/srv/bench-b'").stdout.strip()
+        raise GuestError(f"{mounted or 0} of {BURST} disks mounted {guest.scaled(bound):.0f} s "
+                         "after the first plug")
+    counts = process_counts(guest)
+    cleaned = unplug_disks(guest, devices, bound)
+    for image in images:
+        image.unlink()
+    return {"usable": usable, "unplug_cleaned": cleaned, **counts}
 
 
 def nic_run(guest: Guest, index: int, bound: float, tmp: Path) -> Dict[str, float]:
     device, mac = f"bench-nic{index}", f"52:54:00:be:00:{index:02x}"
-    guest.add_nic(device, mac, net=f"10.0.{10 + index}.0/24")
+    guest.add_nic(device, mac, net=f"10.0.{10 + index}.0/24", slot=NIC_SLOT)
     acked = time.monotonic()
     try:
         name = guest.nic_name(mac)
         appeared = time.monotonic() - acked
         usable = guest.poll(f"ip -4 -o addr show dev {name} | grep -q inet", bound, acked)
+        counts = process_counts(guest) if usable is not None else {}
     finally:
         guest.remove_nic(device)
     if usable is None:
         raise NotUsable(f"{name} appeared {appeared:.2f} s after the plug, has no IPv4 address "
                        f"after {guest.scaled(bound):.0f} s")
-    return {"usable": usable, "interface_appeared": appeared}
+    return {"usable": usable, "interface_appeared": appeared, **counts}
+
+
+def nic_byhand_run(guest: Guest, index: int, bound: float, tmp: Path) -> Dict[str, float]:
+    device, mac, name = f"bench-nicbh{index}", f"52:54:00:be:01:{index:02x}", f"ens{NIC_SLOT}"
+    unit = f"gandi-iface@{name}.service"
+    client = f"-pf /run/bench-dhclient.pid -lf /run/bench-dhclient.leases {name}"
+    # Debian's dhclient-script rewrites /etc/resolv.conf: put the guest's back afterwards.
+    guest.check(f"systemctl mask --runtime {unit} && cp -a /etc/resolv.conf /run/bench-resolv.conf")
+    try:
+        start_byhand(guest, f"udevadm wait --timeout=300 /sys/class/net/{name} && "
+                            f"dhclient -4 -1 -sf /sbin/dhclient-script {client}")
+        guest.add_nic(device, mac, net=f"10.0.{30 + index}.0/24", slot=NIC_SLOT)
+        acked = time.monotonic()
+        try:
+            if guest.nic_name(mac) != name:
+                raise GuestError(f"{device} is not {name}: our unit was not masked for it")
+            appeared = time.monotonic() - acked
+            usable = guest.poll(f"ip -4 -o addr show dev {name} | grep -q inet", bound, acked)
+            counts = process_counts(guest) if usable is not None else {}
+            status = byhand_status(guest, bound)
+        finally:
+            guest.run("kill $(cat /run/bench-dhclient.pid) 2>/dev/null; rm -f /run/bench-dhclient.*")
+            guest.remove_nic(device)
+    finally:
+        guest.check(f"systemctl unmask --runtime {unit} && cp -a /run/bench-resolv.conf "
+                    "/etc/resolv.conf")
+    if usable is None:
+        raise NotUsable(f"{name} appeared {appeared:.2f} s after the plug, has no IPv4 address "
+                        f"after {guest.scaled(bound):.0f} s (by-hand dhclient: status {status})")
+    return {"usable": usable, "interface_appeared": appeared, **counts}
 
 
 def memory_run(guest: Guest, index: int, bound: float, tmp: Path) -> Dict[str, float]:
@@ -135,7 +284,8 @@ def memory_run(guest: Guest, index: int, bound: float, tmp: Path) -> Dict[str, f
     if usable is None:
         raise NotUsable(f"memory{new[0]}..memory{new[-1]} appeared {appeared:.2f} s after the plug, "
                        f"still offline after {guest.scaled(bound):.0f} s")
-    return {"usable": usable, "blocks_appeared": appeared, **event_costs(guest, cursor)}
+    return {"usable": usable, "blocks_appeared": appeared, **event_costs(guest, cursor),
+            **process_counts(guest)}
 
 
 def journal_cursor(guest: Guest) -> str:
@@ -171,11 +321,13 @@ def vcpu_run(guest: Guest, index: int, bound: float, tmp: Path) -> Dict[str, flo
     if usable is None:
         raise NotUsable(f"cpu{cpu} appeared {appeared:.2f} s after the plug, still offline after "
                        f"{guest.scaled(bound):.0f} s")
-    return {"usable": usable, "cpu_appeared": appeared, **event_costs(guest, cursor)}
+    return {"usable": usable, "cpu_appeared": appeared, **event_costs(guest, cursor),
+            **process_counts(guest)}
 
 
 RUNNERS: Dict[str, Callable[[Guest, int, float, Path], Dict[str, float]]] = {
-    "disk": disk_run, "nic": nic_run, "memory": memory_run, "vcpu": vcpu_run}
+    "disk": disk_run, "disk-byhand": disk_byhand_run, "burst": burst_run, "nic": nic_run,
+    "nic-byhand": nic_byhand_run, "memory": memory_run, "vcpu": vcpu_run}
 
 
 def free_cpu_slots(guest: Guest) -> int:
@@ -189,8 +341,9 @@ def measure(guest: Guest, kind: str, runs: int, timeout: float, tmp: Path) -> Di
     if limit is not None and runs > limit:
         result["note"] = f"{limit} runs: no more free slots (never unplugged)"
         runs = limit
-    bound = DISK_TIMEOUT if kind == "disk" else timeout
+    bound = {"disk": DISK_TIMEOUT, "disk-byhand": DISK_TIMEOUT, "burst": BURST_TIMEOUT}.get(kind, timeout)
     for index in range(runs):
+        clear_trace(guest)
         try:
             figures = RUNNERS[kind](guest, index, bound, tmp)
         except NotUsable as e:
@@ -223,6 +376,18 @@ def boot_costs(guest: Guest) -> Dict[str, Any]:
             "units_blame": units}
 
 
+def goals(kinds: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """Issue 14's ratios of the kinds measured in this run (None where one of the two is missing)."""
+    out = []
+    for kind, against, goal in GOALS:
+        medians = [kinds.get(k, {}).get("stats_s", {}).get("usable", {}).get("median")
+                   for k in (kind, against)]
+        ratio = round(medians[0] / medians[1], 3) if None not in medians and medians[1] else None
+        out.append({"kind": kind, "against": against, "goal": goal, "ratio": ratio,
+                    "met": None if ratio is None else ratio <= goal})
+    return out
+
+
 def report(results: Dict[str, Any]) -> None:
     boot = results["boot"]
     print("\nBoot")
@@ -252,14 +417,30 @@ def report(results: Dict[str, Any]) -> None:
         if number == 0:
             print("  " + "  ".join("-" * width for width in widths))
     print()
-    print("  usable: disk mounted under /srv; nic IPv4 address assigned; memory all new blocks "
-          "online; vcpu online\n  unplug_cleaned: from device_del to mount and mountpoint gone, "
+    print("  usable: disk mounted under /srv (burst: all 6); nic IPv4 address assigned; memory all "
+          "new blocks online;\n  vcpu online\n  unplug_cleaned: from device_del to mount and mountpoint "
+          "gone, "
           "unit inactive\n  udev_spawned_count: programs udevd started for the event; "
           "units_started_count: systemd units\n  started; udev_attr_writes_count: sysfs writes "
-          "udevd made itself (the onlining)")
+          "udevd made itself (the onlining)\n  execs_count: "
+          "programs executed for the event (kernel trace; the bench's own left out), "
+          "gandi_vm_count: of them\n  /usr/bin/gandi-vm (our interpreters)")
     for kind, result in results["kinds"].items():
         if result["note"]:
             print(f"  {kind}: {result['note']}")
+
+    print("\nIssue 14's goals (ratios of the medians of `usable`) and the processes per event "
+          "(medians)")
+    for goal in results["goals"]:
+        shown = "-" if goal["ratio"] is None else f"{goal['ratio']:.2f}x"
+        verdict = "-" if goal["ratio"] is None else "MET" if goal["met"] else "NOT MET"
+        print(f"  {goal['kind']:<6} / {goal['against']:<12} {shown:>6}   goal <= {goal['goal']}x: "
+              f"{verdict}")
+    for kind, result in results["kinds"].items():
+        stats = result["stats_s"]
+        if "execs_count" in stats:
+            print(f"  {kind:<12} {stats['execs_count']['median']:4.0f} processes, "
+                  f"{stats['gandi_vm_count']['median']:.0f} of them /usr/bin/gandi-vm")
     poll_ms = results["meta"]["poll_ms"]
     print(f"\nResolution: every figure is found by polling from the host through the guest agent. "
           f"One poll\n(a guest-exec round trip) took {poll_ms:.0f} ms here (typically about 65-85 ms "
@@ -290,7 +471,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"hotplug_latency: {e}", file=sys.stderr)
         return 1
 
-    guest = Guest(image)
+    guest = Guest(image, kernel_args=TRACE_ARGS)
     print(f"Booting {image.name} under QEMU ({guest.accel})...", flush=True)
     status = 0
     try:
@@ -330,6 +511,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     finally:
         guest.stop()
 
+    results["goals"] = goals(results["kinds"])
     report(results)
     write_json(str(args.json), results)
     return status

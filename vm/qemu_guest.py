@@ -37,11 +37,12 @@ class GuestError(RuntimeError):
     pass
 
 
-def build_image(capture_log: bool = False) -> Path:
+def build_image(capture_log: bool = False, variant: str = "") -> Path:
     """The guest image for this tree, built by vm/build-image (or its cached copy): the demo, the
     vm suite and the benchmarks boot the same one. Its progress goes to our stderr unless
-    `capture_log`, then the log's end is in the GuestError."""
-    done = subprocess.run([str(Path(__file__).resolve().parent / "build-image")],
+    `capture_log`, then the log's end is in the GuestError. `variant` "bare" or "cloud-init" is
+    the same image without gandi-vm, or that plus cloud-init (bench/boot_cost.py compares them)."""
+    done = subprocess.run([str(Path(__file__).resolve().parent / "build-image"), *filter(None, [variant])],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE if capture_log else None,
                           text=True, timeout=1800, check=False)
     if done.returncode != 0 or not done.stdout.strip():
@@ -463,11 +464,13 @@ class Guest:
         """The guest kernel's size of a block device, in 512-byte sectors (sysfs)."""
         return int(self.check(f"cat /sys/class/block/{name}/size"))
 
-    def add_nic(self, device_id: str, mac: str, net: str = "10.0.3.0/24") -> None:
-        """Hot-plug a virtio NIC on a user-mode network of its own (own DHCP server on net)."""
+    def add_nic(self, device_id: str, mac: str, net: str = "10.0.3.0/24",
+                slot: Optional[int] = None) -> None:
+        """Hot-plug a virtio NIC on a user-mode network of its own (own DHCP server on net); in
+        PCI slot `slot` if given, which makes its predictable name ens<slot> known beforehand."""
         self.qmp.execute("netdev_add", type="user", id=f"netdev-{device_id}", net=net)
         self.qmp.execute("device_add", driver="virtio-net-pci", netdev=f"netdev-{device_id}",
-                         id=device_id, mac=mac)
+                         id=device_id, mac=mac, **({} if slot is None else {"addr": hex(slot)}))
 
     def remove_nic(self, device_id: str, timeout: float = 60) -> None:
         self.qmp.execute("device_del", id=device_id)
