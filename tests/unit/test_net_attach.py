@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import sys
+import time
 from dataclasses import replace
 from typing import Dict, List, Optional
 
