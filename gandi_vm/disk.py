@@ -143,13 +143,55 @@ def eligible(host: Host, settings: Settings) -> List[str]:
             if any(fnmatch.fnmatchcase(name, pattern) for pattern in settings.disk_devices)]
 
 
+def identity(host: Host, name: str) -> str:
+    """What tells this disk from another that takes its name later: the kernel's diskseq (Linux
+    >= 5.15; a partition has none, its disk's stands for it), "" before: the units' gate and the
+    handlers then cannot tell, and every event goes to a handler."""
+    return host.read_attr(f"/sys/class/block/{blockdev.whole_disk(host, name)}/diskseq") or ""
+
+
+def unhandled(host: Host, settings: Settings) -> List[str]:
+    """Eligible disks present that no attach recorded as they are now (no record for their
+    identity): what a burst's one handler takes on. Nothing without diskseq: a stale record of
+    an unplugged disk could not be told from the new disk's."""
+    names = []
+    for name in eligible(host, settings):
+        now = identity(host, name)
+        record = state.load(host, name)
+        if now and not (record and record.get("diskseq") == now):
+            names.append(name)
+    return names
+
+
 # -- attach ------------------------------------------------------------------------------------
-def attach(host: Host, settings: Settings, dev: str) -> Outcome:
+def attach(host: Host, settings: Settings, dev: str, batch: bool = False) -> Outcome:
+    """Attach one disk. `batch` is the unit gate's (`disk attach --batch`, run with the gate's
+    lock held): then also attach every other disk present that nothing attached at this boot, so
+    that a burst of disks costs one interpreter, not one each; their units' gates, queued on that
+    lock, find them marked HANDLED and end without gandi-vm."""
     name = blockdev.kernel_name(host, dev)
+    outcome = _attach_one(host, settings, name)
+    if batch:
+        tried = {name}
+        # Disks of the burst still arriving while the others are checked are taken too.
+        while True:
+            names = [other for other in unhandled(host, settings) if other not in tried]
+            if not names:
+                break
+            tried.update(names)
+            _attach_each(host, settings, names)
+    return outcome
+
+
+def _attach_one(host: Host, settings: Settings, name: str) -> Outcome:
     with host.lock(f"disk-{name}"):
         outcome, record = _attach(host, settings, name)
         if record is not None:
             state.save(host, name, record)
+            if record["ours"]:
+                state.unmark(host, name, state.UNTOUCHED)
+            else:
+                state.mark(host, name, state.UNTOUCHED, str(record["diskseq"]))
     _report(host, outcome)
     if record is not None and record["ours"]:
         # A disk enlarged while the VM was stopped sent no resize event: grow it now.
@@ -165,7 +207,7 @@ def attach(host: Host, settings: Settings, dev: str) -> Outcome:
 def _attach(host: Host, settings: Settings, name: str) -> Tuple[Outcome, Optional[state.Record]]:
     """Decide and act for one device; the record is None when nothing needs rewriting."""
     dev = blockdev.read(host, name)
-    record = {"device": name, "devno": dev.devno, "diskseq": dev.diskseq, "size": dev.size,
+    record = {"device": name, "devno": dev.devno, "diskseq": identity(host, name), "size": dev.size,
               "fstype": "", "label": "",
               "mountpoint": None, "ours": False}
 
@@ -295,7 +337,7 @@ def _start_replugged(host: Host, name: str, diskseq: str) -> None:
     systemd starts a device's SYSTEMD_WANTS units in "fail" job mode, which a stop job still
     running on gandi-disk@NAME defeats: the new disk's start is dropped. A start asked from here is
     queued after that stop instead. Only the kernel's diskseq (Linux >= 5.15) tells the disks apart."""
-    present = host.read_attr(f"/sys/class/block/{name}/diskseq") or ""
+    present = identity(host, name)
     if not diskseq or not present or present == diskseq:
         return
     log.info("disk %s: a new disk took the name %s during the detach: starting its unit", name, name)
@@ -357,15 +399,26 @@ def resize(host: Host, settings: Settings, dev: str) -> List[grow.Outcome]:
 
 # -- boot --------------------------------------------------------------------------------------
 def mount_all(host: Host, settings: Settings) -> List[Outcome]:
-    """Attach every eligible disk present at boot; one bad disk never stops the others."""
+    """Attach every eligible disk present at boot. Coldplug's gandi-disk@ units are ordered after
+    gandi-mount.service: their gates find these disks marked HANDLED and end without gandi-vm."""
+    return _attach_each(host, settings, eligible(host, settings))
+
+
+def _attach_each(host: Host, settings: Settings, names: Sequence[str]) -> List[Outcome]:
+    """Attach each disk, one bad disk never stopping the others, and mark each HANDLED for its
+    unit's gate, unless it failed: its own unit then tries again, and fails where it can be seen."""
     outcomes = []
-    for name in eligible(host, settings):
+    for name in names:
         try:
-            outcomes.append(attach(host, settings, name))
+            outcome = _attach_one(host, settings, name)
         except Exception as e:  # whatever one disk does, the others are still handled
             log.error("disk %s: failed: %s: %s", name, type(e).__name__, e)
             log.debug("disk %s: details", name, exc_info=True)
-            outcomes.append(Outcome(name, FAILED, f"{type(e).__name__}: {e}"))
+            outcome = Outcome(name, FAILED, f"{type(e).__name__}: {e}")
+        now = identity(host, name)
+        if now and not outcome.failed:
+            state.mark(host, name, state.HANDLED, now)
+        outcomes.append(outcome)
     return outcomes
 
 

@@ -135,6 +135,7 @@ def _attach(host: Host, settings: Settings, name: str, config: Optional[str]) ->
         if status in (SKIPPED, LEFT):
             record.update(state=status, reason=reason)
             lease.save(host, name, record)
+            host.write_text(untouched_marker(name), f"{status}: {reason}\n")
         return Outcome(name, status, reason, address)
 
     why = skip_reason(dev, settings)
@@ -154,6 +155,7 @@ def _attach(host: Host, settings: Settings, name: str, config: Optional[str]) ->
     if owner:
         return done(LEFT, owner)
 
+    host.remove(untouched_marker(name))  # from now on, detach has something to undo
     table = routing.table_for(dev.ifindex) if primary else None
     record.update(role="secondary" if primary else "primary", primary=primary, stack=stack,
                   table=table, state="configuring", reason="waiting for a DHCP lease")
@@ -339,6 +341,13 @@ def multiqueue_marker(name: str) -> str:
     return f"{lease.STATE_DIR}/{name}.multiqueue"
 
 
+def untouched_marker(name: str) -> str:
+    """Nothing of ours on the interface, and why: the units' gate (systemd/unit-gate) writes it
+    when it leaves an interface without gandi-vm, attach when it skips or leaves one; a stop
+    finding it needs no gandi-vm. One line: the state and the reason, which status shows."""
+    return f"{lease.STATE_DIR}/{name}.untouched"
+
+
 def retune_all(host: Host, settings: Settings) -> None:
     """After vCPUs changed: re-tune the queues of every interface we configured."""
     if not settings.multiqueue:
@@ -405,6 +414,7 @@ def detach(host: Host, settings: Settings, name: str) -> Outcome:
     if record is None or record.get("state") in (SKIPPED, LEFT):
         if record is not None:
             lease.forget(host, name)
+        host.remove(untouched_marker(name))
         return Outcome(name, UNCHANGED, "nothing of ours to remove").report(host)
     if not host.dry_run:
         run_hook(host, settings.hook_dir, "pre-iface-detach", [name])
@@ -420,6 +430,17 @@ def detach(host: Host, settings: Settings, name: str) -> Outcome:
         lease.forget(host, name)
     return Outcome(name, DETACHED, "lease released, routing table, rule and runtime files "
                                    "removed").report(host)
+
+
+def _gate_record(host: Host, name: str) -> Dict[str, object]:
+    """What the units' gate decided for an interface no attach ran for (its untouched marker:
+    `left: <reason> (decided by the unit, no attach ran)`), as a record's state and reason."""
+    try:
+        line = host.read_text(untouched_marker(name)).strip()
+    except OSError:
+        return {}
+    status, sep, reason = line.partition(": ")
+    return {"state": status, "reason": reason} if sep and status in (SKIPPED, LEFT) else {}
 
 
 def _unconfigure_stack(host: Host, name: str, record: Mapping[str, object]) -> None:
@@ -463,11 +484,13 @@ def attach_all(host: Host, settings: Settings, config: Optional[str] = None) -> 
 def status(host: Host) -> List[Dict[str, object]]:
     rows = []
     for name in sorted(set(netdev.names(host)) | set(lease.recorded(host))):
-        record = lease.load(host, name) or {}
+        record = lease.load(host, name) or _gate_record(host, name)
         try:
             dev: Optional[NetDevice] = netdev.read(host, name)
         except netdev.NoSuchInterface:
             dev = None
+        if dev is None and not record:
+            continue  # forgotten: the units' gate empties the record of an interface it detached
         if dev is not None and dev.loopback:
             continue
         table = _table(record)

@@ -2,6 +2,12 @@
 
 `detach` unmounts only what a record says we mounted, and `status` reports the last decision
 (mounted, skipped and why, failed and why) without redoing the work.
+
+Next to a disk's record, plain files for the units' gate (systemd/unit-gate, a shell script that
+reads files with `read` and parses no JSON), each holding the disk's identity (`disk.identity`):
+NAME.handled, "attached at this boot by mount-all or a burst, the unit's start has nothing left to
+do", and NAME.untouched, "gandi mounted nothing there, the unit's stop has nothing to undo". The
+gate empties what it used (rm would be a process): an empty file counts as none.
 """
 
 from __future__ import annotations
@@ -16,7 +22,6 @@ STATE_DIR = "/run/gandi/disk"
 # and a swap record for one device never overwrite each other.
 SWAP_DIR = "/run/gandi/swap"
 
-Record = Dict[str, object]
 # The fields a record holds and their types; older records may lack some (diskseq).
 _FIELDS = {"device": str, "devno": str, "diskseq": str, "size": int, "fstype": str, "label": str,
            "mountpoint": (str, type(None)), "ours": bool, "state": str, "reason": str,
@@ -48,7 +53,36 @@ def save(host: Host, name: str, record: Record, directory: str = STATE_DIR) -> N
 
 def forget(host: Host, name: str, directory: str = STATE_DIR) -> None:
     host.remove(f"{directory}/{name}.json")
+    if directory == STATE_DIR:
+        for gate_file in (HANDLED, UNTOUCHED):
+            host.remove(_gate_path(name, gate_file))
+
+
+HANDLED, UNTOUCHED = "handled", "untouched"
+
+
+def _gate_path(name: str, gate_file: str) -> str:
+    return f"{STATE_DIR}/{name}.{gate_file}"
+
+
+def mark(host: Host, name: str, gate_file: str, identity: str) -> None:
+    """Leave a gate file (HANDLED or UNTOUCHED) for the disk as it is now; an empty identity
+    (no diskseq) still marks UNTOUCHED, which the gate then cannot compare."""
+    host.write_text(_gate_path(name, gate_file), identity + "\n")
+
+
+def unmark(host: Host, name: str, gate_file: str) -> None:
+    host.remove(_gate_path(name, gate_file))
 
 
 def recorded(host: Host, directory: str = STATE_DIR) -> List[str]:
-    return [f[:-5] for f in host.listdir(directory) if f.endswith(".json")]
+    """The names with a record; an emptied record file (the units' gate forgets without rm) is none."""
+    return [f[:-5] for f in host.listdir(directory)
+            if f.endswith(".json") and _holds_anything(host, f"{directory}/{f}")]
+
+
+def _holds_anything(host: Host, path: str) -> bool:
+    try:
+        return bool(host.read_bytes(path, 1))
+    except OSError:  # forgotten meanwhile
+        return False

@@ -222,7 +222,8 @@ def test_any_record_is_refused_or_safe_to_act_on(content):
             mountpoint = record.get("mountpoint")
             assert mountpoint is None or (mountpoint.startswith("/") and "\0" not in mountpoint)
         rows = disk.status(host, SETTINGS)
-        assert [row["state"] for row in rows] == ["gone"]
+        # An empty file is a record the units' gate forgot (it empties, rm being a process).
+        assert [row["state"] for row in rows] == (["gone"] if content else [])
         status.render(rows, [], "text")
         status.render(rows, [], "yaml")
         assert disk.detach(host, SETTINGS, "vdb").state in (disk.UNCHANGED, disk.UNMOUNTED)
