@@ -64,13 +64,12 @@ def test_dry_run_mount_all_plans_without_changing_anything(root: Chroot):
 
 
 def test_boot_services_enabled_and_units_verify(root: Chroot):
-    for unit in ("gandi-mount.service", "gandi-early.service", "gandi-config.service",
-                 "gandi-postboot.service"):
+    for unit in ("gandi-mount.service", "gandi-config.service", "gandi-postboot.service"):
         enabled = subprocess.run(["systemctl", f"--root={root.top}", "is-enabled", unit],
                                  capture_output=True, text=True, check=False)
         assert enabled.stdout.strip() == "enabled", unit
     done = root.run("systemd-analyze", "verify", "--man=no", "gandi-mount.service",
-                    "gandi-early.service", "gandi-config.service", "gandi-disk@vdb.service",
+                    "gandi-config.service", "gandi-disk@vdb.service",
                     "gandi-iface@ens4.service", "gandi-retune.service", "gandi-resize@vda.service")
     assert (done.returncode, done.stdout + done.stderr) == (0, "")
     # gandi-postboot.service is left out: verify wants its ExecStart, /gandi/init, to exist, and
@@ -120,10 +119,8 @@ def test_edits_survive_reinstall_and_upgrade_and_purge_leaves_nothing(
         "/var/lib/gandi-vm",
         "/etc/gandi",
         "/etc/systemd/system/multi-user.target.wants/gandi-mount.service",
-        "/etc/systemd/system/sysinit.target.wants/gandi-early.service",
         "/etc/systemd/system/multi-user.target.wants/gandi-config.service",
         "/var/lib/systemd/deb-systemd-helper-enabled/gandi-mount.service.dsh-also",
-        "/var/lib/systemd/deb-systemd-helper-enabled/gandi-early.service.dsh-also",
         "/var/lib/systemd/deb-systemd-helper-enabled/gandi-config.service.dsh-also",
         "/etc/systemd/system/multi-user.target.wants/gandi-postboot.service",
         "/var/lib/systemd/deb-systemd-helper-enabled/gandi-postboot.service.dsh-also",
@@ -135,25 +132,45 @@ def test_edits_survive_reinstall_and_upgrade_and_purge_leaves_nothing(
     assert root.run("dpkg-query", "-W", "gandi-vm").returncode != 0
 
 
-def old_package(built_deb: Path, workdir: Path) -> Path:
-    """The package as the builds before gandi-early.service were: the same boot unit named
-    gandi-online-rules.service and enabled under that name by the maintainer scripts, at a lower
-    version."""
+# Boot units of earlier builds, run before sysinit.target; gone since (the onlining rule reads the
+# configuration itself, gandi-mount grows the root).
+OLD_UNITS = ("gandi-online-rules.service", "gandi-early.service")
+OLD_UNIT_FILE = """[Unit]
+Description=gandi-vm: an early boot unit of an earlier build
+DefaultDependencies=no
+Before=sysinit.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/bin/gandi-vm --version
+
+[Install]
+WantedBy=sysinit.target
+"""
+
+
+def old_package(built_deb: Path, workdir: Path, old_unit: str) -> Path:
+    """The package as a build that shipped `old_unit` was, at a lower version: the unit file, the
+    block debhelper writes into the postinst to enable it (the one of gandi-mount.service, renamed)
+    and its name in the postrm's purge, and no migration of its own to run."""
     tree = workdir / "old"
     subprocess.run(["dpkg-deb", "-R", str(built_deb), str(tree)], check=True)
-    units = tree / "lib/systemd/system"
-    (units / "gandi-early.service").rename(units / "gandi-online-rules.service")
-    for name in ("postinst", "prerm", "postrm", "md5sums"):
-        script = tree / "DEBIAN" / name
-        if script.exists():
-            script.write_text(script.read_text().replace("gandi-early.service",
-                                                         "gandi-online-rules.service"))
+    (tree / "lib/systemd/system" / old_unit).write_text(OLD_UNIT_FILE)
     postinst = tree / "DEBIAN" / "postinst"
-    # Those builds had no migration of their own to run.
+    blocks = re.findall(r"# Automatically added by dh_installsystemd.*?# End automatically added section\n",
+                        postinst.read_text(), flags=re.S)
+    [mount_block] = [block for block in blocks if "enable 'gandi-mount.service'" in block]
     text, count = re.subn(r"\n# An upgrade from a build that shipped .*?\nfi\n", "\n",
-                          postinst.read_text(), flags=re.S)
+                          postinst.read_text().replace(
+                              mount_block, mount_block + mount_block.replace("gandi-mount.service",
+                                                                             old_unit)),
+                          flags=re.S)
     assert count == 1, "the postinst's migration block moved: update this test"
     postinst.write_text(text)
+    postrm = tree / "DEBIAN" / "postrm"
+    postrm.write_text(postrm.read_text().replace("'gandi-mount.service'",
+                                                 f"'gandi-mount.service' '{old_unit}'"))
     control = tree / "DEBIAN" / "control"
     control.write_text("".join(
         "Version: 0.0.1\n" if line.startswith("Version:") else line
@@ -164,22 +181,28 @@ def old_package(built_deb: Path, workdir: Path) -> Path:
     return target
 
 
-def test_upgrade_from_the_online_rules_unit_leaves_no_dangling_link(
-        root: Chroot, built_deb: Path, tmp_path: Path):
-    """gandi-online-rules.service became gandi-early.service: after an upgrade the new unit is
-    enabled and nothing of the old one's enablement is left (its unit file is gone)."""
+@pytest.mark.parametrize("old_unit", OLD_UNITS)
+def test_upgrade_from_an_early_boot_unit_leaves_no_dangling_link(
+        root: Chroot, built_deb: Path, tmp_path: Path, old_unit: str):
+    """After an upgrade from a build with an early boot unit, nothing of that unit's enablement is
+    left (its unit file is gone), nor the onlining rule it rendered into /run (it would override
+    the shipped one), and gandi-mount.service, which now grows the root, is enabled."""
     root.check("dpkg", "--purge", "gandi-vm")  # order-independent: start clean (a no-op if gone)
-    shutil.copy(old_package(built_deb, tmp_path), root.path("/tmp/old.deb"))
+    shutil.copy(old_package(built_deb, tmp_path, old_unit), root.path("/tmp/old.deb"))
     root.check("apt-get", "install", "-y", "-q", "--no-install-recommends", "/tmp/old.deb")
-    old_link = root.path("/etc/systemd/system/sysinit.target.wants/gandi-online-rules.service")
-    old_state = root.path("/var/lib/systemd/deb-systemd-helper-enabled/"
-                          "gandi-online-rules.service.dsh-also")
+    old_link = root.path(f"/etc/systemd/system/sysinit.target.wants/{old_unit}")
+    old_state = root.path(f"/var/lib/systemd/deb-systemd-helper-enabled/{old_unit}.dsh-also")
     assert old_link.is_symlink() and old_state.exists(), "the old build enabled its unit"
+    rendered = root.path("/run/udev/rules.d/87-gandi-online.rules")
+    rendered.parent.mkdir(parents=True, exist_ok=True)
+    rendered.write_text('ACTION!="add", GOTO="gandi_online_end"\nLABEL="gandi_online_end"\n')
 
     root.check("apt-get", "install", "-y", "-q", "--no-install-recommends", "/tmp/gandi-vm.deb")
 
     assert not os.path.lexists(old_link) and not os.path.lexists(old_state)
-    enabled = subprocess.run(["systemctl", f"--root={root.top}", "is-enabled", "gandi-early.service"],
+    assert not root.path(f"/lib/systemd/system/{old_unit}").exists()
+    assert not os.path.lexists(rendered)
+    enabled = subprocess.run(["systemctl", f"--root={root.top}", "is-enabled", "gandi-mount.service"],
                              capture_output=True, text=True, check=False)
     assert enabled.stdout.strip() == "enabled"
 

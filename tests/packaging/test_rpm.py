@@ -104,8 +104,10 @@ def test_dependencies_provides_obsoletes_conflicts(built_rpm: Path):
     assert set(lines(query(built_rpm, "--conflicts"))) == {"gandi-hosting-vm", "gandi-hosting-vm2"}
 
 
-BOOT_UNITS = ("gandi-mount.service gandi-early.service gandi-config.service "
-              "gandi-postboot.service")
+BOOT_UNITS = "gandi-mount.service gandi-config.service gandi-postboot.service"
+# Boot units of earlier builds, gone since (their work needs no process before sysinit.target).
+OLD_UNITS = ("gandi-online-rules.service", "gandi-early.service")
+RENDERED_RULE = "/run/udev/rules.d/87-gandi-online.rules"
 
 
 def test_scripts_enable_by_preset_and_reload(built_rpm: Path):
@@ -129,14 +131,13 @@ SCRIPTLETS = {"post": "%{POSTIN}", "preun": "%{PREUN}", "postun": "%{POSTUN}"}
     ("post", 1, [f"systemctl --no-reload preset {BOOT_UNITS}",
                  "systemctl daemon-reload",
                  "udevadm control --reload"]),
-    # An upgrade asks whether the unit gandi-early.service replaced was enabled (here: no).
-    ("post", 2, ["systemctl --quiet is-enabled gandi-online-rules.service",
-                 "systemctl daemon-reload", "udevadm control --reload"]),
+    # An upgrade asks whether the old boot units were enabled (here: no), drops their rule.
+    ("post", 2, [*(f"systemctl --quiet is-enabled {unit}" for unit in OLD_UNITS),
+                 f"rm -f {RENDERED_RULE}", "systemctl daemon-reload", "udevadm control --reload"]),
     ("preun", 0, [f"systemctl --no-reload disable {BOOT_UNITS}",
                   f"rm -rf {CODE_DIR}/gandi_vm/__pycache__ {CODE_DIR}/gandi_vm/plugins/__pycache__"]),
     ("preun", 1, []),
-    ("postun", 0, ["systemctl daemon-reload", "rm -f /run/udev/rules.d/87-gandi-online.rules",
-                   "udevadm control --reload",
+    ("postun", 0, ["systemctl daemon-reload", "udevadm control --reload",
                    "rm -rf /run/gandi /var/lib/gandi-vm"]),
     ("postun", 1, ["systemctl daemon-reload", "udevadm control --reload"]),
 ])
@@ -158,28 +159,32 @@ def test_scriptlets_succeed_without_systemd(built_rpm: Path, tmp_path: Path, scr
     assert (log.read_text().splitlines() if log.exists() else []) == calls
 
 
-def test_upgrade_from_the_online_rules_unit_carries_its_enablement_over(built_rpm: Path,
-                                                                       tmp_path: Path):
-    """gandi-online-rules.service became gandi-early.service: %systemd_post presets new units on
-    first install only, so an upgrade where the old unit was enabled enables the new one, and
-    disables the old one while its file is still there (its links would dangle after)."""
+@pytest.mark.parametrize("old_unit", OLD_UNITS)
+def test_upgrade_from_an_early_boot_unit_disables_it_while_its_file_is_there(
+        built_rpm: Path, tmp_path: Path, old_unit: str):
+    """gandi-online-rules.service, then gandi-early.service, ran before sysinit.target; their work
+    is gone. An upgrade from a build where one was enabled disables it in %post, while its unit
+    file is still installed (its links would dangle after), and removes the rule it rendered;
+    gandi-mount.service, enabled since the first install, is left as the owner has it."""
     body = query(built_rpm, "--qf", SCRIPTLETS["post"])
     stubs = tmp_path / "bin"
     stubs.mkdir()
     log = tmp_path / "calls"
-    for tool, status in (("systemctl", 0), ("udevadm", 0)):
-        (stubs / tool).write_text(f'#!/bin/sh\necho "{tool} $*" >>"{log}"\nexit {status}\n')
-        (stubs / tool).chmod(0o755)
+    (stubs / "systemctl").write_text(
+        f'#!/bin/sh\necho "systemctl $*" >>"{log}"\n'
+        f'case "$*" in "--quiet is-enabled {old_unit}") exit 0;; *is-enabled*) exit 1;; esac\n')
+    for tool in ("udevadm", "rm"):
+        (stubs / tool).write_text(f'#!/bin/sh\necho "{tool} $*" >>"{log}"\n')
+    for stub in stubs.iterdir():
+        stub.chmod(0o755)
     done = subprocess.run(["/bin/sh", "-e", "-c", body, "post", "2"], capture_output=True,
                           text=True, timeout=60, env={"PATH": f"{stubs}:{SYSTEM_PATH}"}, check=False)
     assert (done.returncode, done.stderr) == (0, "")
-    assert log.read_text().splitlines() == [
-        "systemctl --quiet is-enabled gandi-online-rules.service",
-        "systemctl --no-reload disable gandi-online-rules.service",
-        "systemctl --no-reload enable gandi-early.service",
-        "systemctl daemon-reload",
-        "udevadm control --reload",
-    ]
+    calls = log.read_text().splitlines()
+    assert [c for c in calls if "disable" in c or "enable " in c] == [
+        f"systemctl --no-reload disable {old_unit}"]
+    assert f"rm -f {RENDERED_RULE}" in calls
+    assert calls[-2:] == ["systemctl daemon-reload", "udevadm control --reload"]
 
 
 @pytest.fixture(scope="module")
