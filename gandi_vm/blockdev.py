@@ -8,14 +8,16 @@ is stale during a `change` event.
 
 from __future__ import annotations
 
-import re
-from typing import Dict, Optional, Tuple
 
 from gandi_vm import sysfs
 from gandi_vm.host import Host, UnknownName, lines
 from gandi_vm.record import Record
 
-_KERNEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:!-]{0,63}")
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
+if TYPE_CHECKING:
+    from typing import Dict, Optional, Tuple
+
+_KERNEL_NAME = r"[A-Za-z0-9][A-Za-z0-9_.:!-]{0,63}"
 BLKID_TIMEOUT = 15
 
 
@@ -25,7 +27,7 @@ class NoSuchDevice(UnknownName):
 
 def checked_name(name: str) -> str:
     """A kernel name as syntax only (for a device that may already be gone)."""
-    if not _KERNEL_NAME.fullmatch(name):
+    if not sysfs.fullmatch(_KERNEL_NAME, name):
         raise NoSuchDevice(f"{name!r}: not a block device name")
     return name
 

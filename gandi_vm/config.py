@@ -8,13 +8,14 @@ keeps its default, so a typo never stops a handler.
 from __future__ import annotations
 
 import posixpath
-import re
-import shlex
-from typing import Callable, Dict, List, Optional, Tuple
 
 from gandi_vm import host as hostlib, log, sysfs
 from gandi_vm.host import Host
 from gandi_vm.record import Record, replace
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
+if TYPE_CHECKING:
+    from typing import Callable, Dict, List, Optional, Tuple
 
 
 DEFAULT_PATHS = ("/etc/default/gandi", "/etc/sysconfig/gandi")
@@ -97,33 +98,33 @@ def _directory(value: str) -> str:
 
 
 # Mount options reach mount(8) as one argv element; still, keep them to what option syntax allows.
-_MOUNT_OPTION = re.compile(r"[A-Za-z0-9_.:=+-]+")
+_MOUNT_OPTION = r"[A-Za-z0-9_.:=+-]+"
 
 
 def _mount_params(value: str) -> str:
     options = value.split(",")
-    if not value or not all(_MOUNT_OPTION.fullmatch(o) for o in options):
+    if not value or not all(sysfs.fullmatch(_MOUNT_OPTION, o) for o in options):
         raise ValueError("expected comma-separated mount options such as rw,nosuid,nodev")
     return value
 
 
-_DEVICE_PATTERN = re.compile(r"[A-Za-z0-9*?\[\]_-]+")
+_DEVICE_PATTERN = r"[A-Za-z0-9*?\[\]_-]+"
 
 
 def _patterns(value: str) -> Tuple[str, ...]:
     patterns = tuple(value.split())
-    if not all(_DEVICE_PATTERN.fullmatch(p) for p in patterns):
+    if not all(sysfs.fullmatch(_DEVICE_PATTERN, p) for p in patterns):
         raise ValueError("expected space-separated kernel name patterns such as 'vd* sd*'")
     return patterns
 
 
 # Interface names as the kernel and udev give them; patterns allowed ("eth*").
-_IFACE_PATTERN = re.compile(r"[A-Za-z0-9*?\[\]_.-]{1,15}")
+_IFACE_PATTERN = r"[A-Za-z0-9*?\[\]_.-]{1,15}"
 
 
 def _interfaces(value: str) -> Tuple[str, ...]:
     names = tuple(value.split())
-    if not all(_IFACE_PATTERN.fullmatch(n) for n in names):
+    if not all(sysfs.fullmatch(_IFACE_PATTERN, n) for n in names):
         raise ValueError("expected space-separated interface names or patterns such as 'eth1 ens*'")
     return names
 
@@ -148,12 +149,12 @@ def _memory_zone(value: str) -> str:
     return value
 
 
-_ZONE = re.compile(r"[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*")
+_ZONE = r"[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*"
 
 
 def _zone_name(value: str) -> str:
     """A name such as Europe/Paris; whether the zone exists is the timezone plugin's check."""
-    if not _ZONE.fullmatch(value) or len(value) > 100:
+    if not sysfs.fullmatch(_ZONE, value) or len(value) > 100:
         raise ValueError("expected a zone name such as Europe/Paris")
     return value
 
@@ -170,7 +171,7 @@ def _seconds(value: str) -> int:
 
 def _swap_device(value: str) -> str:
     """A kernel name (vdb, xvda2) or a /dev path (/dev/disk/by-label/swap); "" for automatic."""
-    if value and not (re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.:!-]{0,63}", value)
+    if value and not (sysfs.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.:!-]{0,63}", value)
                       or (value.startswith("/dev/") and _plain(value))):
         raise ValueError("expected a kernel name such as vdb or a path under /dev")
     return value
@@ -191,11 +192,11 @@ def _mountpoints(value: str) -> Tuple[str, ...]:
 
 
 # useradd's default NAME_REGEX on Debian, which other distros' rules also accept.
-_USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+_USER = r"[a-z_][a-z0-9_-]{0,31}"
 
 
 def _user_name(value: str) -> str:
-    if value and not _USER.fullmatch(value):
+    if value and not sysfs.fullmatch(_USER, value):
         raise ValueError("expected a user name such as admin (lower case, digits, _ and -)")
     return value
 
@@ -240,8 +241,7 @@ KEYS: Dict[str, Tuple[str, Callable[[str], object]]] = {
     "CONFIG_GROW_ROOT_LV": ("grow_root_lv", _boolean),
     "CONFIG_GROW_MOUNTPOINTS": ("grow_mountpoints", _mountpoints),
 }
-
-_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_KEY = r"[A-Za-z_][A-Za-z0-9_]*"
 
 
 def parse(text: str, source: str) -> Settings:
@@ -253,6 +253,8 @@ def parse(text: str, source: str) -> Settings:
 
     def problem(lineno: int, message: str, level: int = log.ERROR) -> None:
         problems.append((level, f"{source}:{lineno}: {message}"))
+
+    import shlex  # start-up cost: loaded when a file is read, not when a command is chosen
 
     for lineno, line in enumerate(hostlib.lines(text), 1):
         if len(line) > MAX_LINE:
@@ -268,7 +270,7 @@ def parse(text: str, source: str) -> Settings:
         if not words:
             continue
         key, sep, value = words[0].partition("=")
-        if len(words) != 1 or not sep or not _KEY.fullmatch(key):
+        if len(words) != 1 or not sep or not sysfs.fullmatch(_KEY, key):
             problem(lineno, f"expected KEY=VALUE, got {sysfs.quoted(line.strip())}; ignored")
             continue
         if key not in KEYS:

@@ -8,11 +8,13 @@ never touches cpu0 (which often has no `online` file at all: it cannot be offlin
 
 from __future__ import annotations
 
-from typing import Dict, List
-
 from gandi_vm import log, online, sysfs
 from gandi_vm.config import Settings
 from gandi_vm.host import Host
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
+if TYPE_CHECKING:
+    from typing import Dict, List
 
 
 CPU_DIR = "/sys/devices/system/cpu"

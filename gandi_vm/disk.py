@@ -7,8 +7,6 @@ Every decision is logged in one line and recorded under /run/gandi/disk for `sta
 
 from __future__ import annotations
 
-import fnmatch
-from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Tuple
 
 from gandi_vm import blockdev, filesystems, labels, log, mounts, state, swap
 from gandi_vm.blockdev import BlockDevice, Signature
@@ -17,7 +15,9 @@ from gandi_vm.hooks import run_hook
 from gandi_vm.host import Host
 from gandi_vm.record import Record
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
 if TYPE_CHECKING:  # grow is imported where it is used: most attaches never need it
+    from typing import Callable, Dict, List, Optional, Sequence, Tuple
     from gandi_vm import grow
 
 
@@ -139,6 +139,8 @@ def system_disks(host: Host, table: Sequence[mounts.Mount]) -> Dict[str, str]:
 
 def eligible(host: Host, settings: Settings) -> List[str]:
     """Block devices whose kernel name matches CONFIG_DISK_DEVICES, in kernel-name order."""
+    import fnmatch  # start-up cost (see gandi_vm.cli)
+
     return [name for name in host.listdir("/sys/class/block")
             if any(fnmatch.fnmatchcase(name, pattern) for pattern in settings.disk_devices)]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from gandi_vm.host import Host
 from gandi_vm.record import Record
 

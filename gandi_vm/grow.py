@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import posixpath
 import struct
-from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from gandi_vm import blockdev, log, mounts, state, sysfs
 from gandi_vm.config import Settings
@@ -34,8 +33,12 @@ from gandi_vm.filesystems import EXT
 from gandi_vm.host import Host, command_line
 from gandi_vm.record import Record, replace
 
-# Less than this is not worth a table rewrite: it also absorbs what no tool can use (the end of a
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
+if TYPE_CHECKING:
+    from typing import Dict, List, Optional, Sequence, Tuple, Union
 
+
+# Less than this is not worth a table rewrite: it also absorbs what no tool can use (the end of a
 # disk past the last 1 MiB boundary, an XFS allocation group too small to add, a partial extent).
 MIN_GROWTH = 16 << 20
 GROW_DIR = "/run/gandi/grow"

@@ -7,10 +7,13 @@ failure never undoes or blocks what the handler did.
 from __future__ import annotations
 
 import os
-from typing import Sequence
 
 from gandi_vm import log
 from gandi_vm.host import Host
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
+if TYPE_CHECKING:
+    from typing import Sequence
 
 
 HOOK_TIMEOUT = 60

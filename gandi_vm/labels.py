@@ -12,7 +12,10 @@ path resolves inside the disk root.
 from __future__ import annotations
 
 import unicodedata
-from typing import Callable, Optional
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
+if TYPE_CHECKING:
+    from typing import Callable, Optional
 
 MAX_BYTES = 64
 _PUNCTUATION = "._-"

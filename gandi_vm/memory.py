@@ -8,11 +8,13 @@ again, `online_kernel` usable for kernel allocations). It never offlines anythin
 
 from __future__ import annotations
 
-from typing import Dict, List
-
 from gandi_vm import log, online, sysfs
 from gandi_vm.config import Settings
 from gandi_vm.host import Host
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
+if TYPE_CHECKING:
+    from typing import Dict, List
 
 
 MEMORY_DIR = "/sys/devices/system/memory"

@@ -11,10 +11,12 @@ path, and libmount splits fstab on them), and `\\NNN` is an escaped byte, not a 
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
-
 from gandi_vm.host import Host, lines
 from gandi_vm.record import Record
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
+if TYPE_CHECKING:
+    from typing import List, Optional, Sequence, Tuple
 
 _OCTAL_DIGITS = b"01234567"
 

@@ -8,22 +8,24 @@ docker's) have no `device` link and belong to whoever created them.
 from __future__ import annotations
 
 import os
-import re
-from typing import List, Optional
 
 from gandi_vm import sysfs
 from gandi_vm.host import Host, UnknownName, lines
 from gandi_vm.record import Record
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
+if TYPE_CHECKING:
+    from typing import List, Optional
+
 ARPHRD_ETHER, ARPHRD_LOOPBACK = 1, 772
 
 # What the kernel accepts as a name (dev_valid_name: 1-15 bytes, no '/', ':' or whitespace), and
 # narrower: names we put into unit names, file names and argv are plain printable ASCII.
-_NAME = re.compile(r"[A-Za-z0-9_.@+-]{1,15}")
+_NAME = r"[A-Za-z0-9_.@+-]{1,15}"
 # What sysfs shows of the other facts we keep (they reach the record, the status table and, for
 # the MAC, a generated .network file): anything else, in a --root tree say, is taken as absent.
-_MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5,19}")
-_WORD = re.compile(r"[a-z0-9_.+-]{1,64}", re.IGNORECASE)
+_MAC = r"[0-9a-f]{2}(:[0-9a-f]{2}){5,19}"
+_WORD = r"(?i)[a-z0-9_.+-]{1,64}"
 
 
 class NoSuchInterface(UnknownName):
@@ -31,7 +33,7 @@ class NoSuchInterface(UnknownName):
 
 
 def is_name(name: str) -> bool:
-    return bool(_NAME.fullmatch(name)) and name not in (".", "..")
+    return sysfs.fullmatch(_NAME, name) and name not in (".", "..")
 
 
 def checked_name(name: str) -> str:
@@ -55,8 +57,8 @@ class NetDevice(Record):
         return self.type == ARPHRD_LOOPBACK
 
 
-def _word(text: Optional[str], pattern: re.Pattern = _WORD) -> Optional[str]:
-    return text if text is not None and pattern.fullmatch(text) else None
+def _word(text: Optional[str], pattern: str = _WORD) -> Optional[str]:
+    return text if text is not None and sysfs.fullmatch(pattern, text) else None
 
 
 def read(host: Host, name: str) -> NetDevice:
@@ -93,5 +95,5 @@ def _kind(host: Host, base: str) -> str:
 
 def names(host: Host) -> List[str]:
     return [n for n in host.listdir("/sys/class/net")
-            if _NAME.fullmatch(n) and host.exists(f"/sys/class/net/{n}/ifindex")]
+            if sysfs.fullmatch(_NAME, n) and host.exists(f"/sys/class/net/{n}/ifindex")]
 

@@ -8,15 +8,17 @@ only (a .network file under /run, an unsaved NetworkManager profile) and removed
 
 from __future__ import annotations
 
-import fnmatch
-import re
 import time
-from typing import Callable, Iterator, List, Optional, Set, Tuple, TypeVar
 
-from gandi_vm import log, routing
+from gandi_vm import log, routing, sysfs
 from gandi_vm.host import Host, lines
 from gandi_vm.lease import Lease, LeaseError, from_networkd, from_nmcli
 from gandi_vm.netdev import NetDevice
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
+if TYPE_CHECKING:
+    from typing import Callable, Iterator, List, Optional, Set, Tuple, TypeVar
+    Verdict = TypeVar("Verdict")
 
 
 OWN, NETWORKD, NM = "gandi-dhcp", "systemd-networkd", "NetworkManager"
@@ -24,7 +26,7 @@ QUERY_TIMEOUT = 15
 SETTLE_SECONDS = 15  # how long a stack may take to give its verdict on a new interface
 NETWORKD_DIR = "/run/systemd/network"
 NM_PREFIX = "gandi-"
-_SETUP_STATE = re.compile(r"[a-z-]{1,32}")  # networkd's link setup states: configured, unmanaged...
+_SETUP_STATE = r"[a-z-]{1,32}"  # networkd's link setup states: configured, unmanaged...
 
 
 def running(host: Host) -> List[str]:
@@ -60,6 +62,8 @@ def _ifupdown_files(host: Host, path: str, seen: Set[str],
 
     Each file is read once, however often it is sourced: a file sourcing itself eight times, or
     two files sourcing each other, would otherwise be read eight to the power of the depth."""
+    import fnmatch  # start-up cost (see gandi_vm.cli)
+
     real = host.realpath(path)
     if depth > 5 or real is None or real in seen or not host.exists(real):
         return
@@ -111,9 +115,6 @@ def _ifcfg_matches(host: Host, path: str, dev: NetDevice) -> bool:
     return False
 
 
-Verdict = TypeVar("Verdict")
-
-
 def _settle(query: Callable[[], Tuple[bool, Verdict]]) -> Verdict:
     """Ask until the stack has made up its mind about a new interface, or SETTLE_SECONDS pass."""
     deadline = time.monotonic() + SETTLE_SECONDS
@@ -147,7 +148,7 @@ def networkd_verdict(host: Host, dev: NetDevice) -> str:
             fields = result.stdout.split()
             setup = fields[4] if len(fields) >= 5 else ""
         # The verdict is quoted in our reason and log line: a word of networkd's, or none.
-        setup = setup if _SETUP_STATE.fullmatch(setup) else ""
+        setup = setup if sysfs.fullmatch(_SETUP_STATE, setup) else ""
         return setup not in ("", "pending", "initialized"), setup or "no verdict"
 
     return _settle(query)

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import errno
 import time
-from typing import Optional
 
 from gandi_vm import log
 from gandi_vm.host import Host
 from gandi_vm.record import Record
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
+if TYPE_CHECKING:
+    from typing import Optional
 
 
 ATTEMPTS = 4

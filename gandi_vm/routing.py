@@ -9,12 +9,14 @@ primary interface's default route lives, is never written for a secondary interf
 
 from __future__ import annotations
 
-import json
-from typing import Dict, List, Optional
 
 from gandi_vm import log
 from gandi_vm.host import Host
 from gandi_vm.lease import Lease
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
+if TYPE_CHECKING:
+    from typing import Dict, List, Optional
 
 
 IP_TIMEOUT = 10
@@ -45,6 +47,8 @@ def priority_for(table: int) -> int:
 
 
 def _ip_json(host: Host, args: List[str]) -> List[Dict[str, object]]:
+    import json  # start-up cost (see gandi_vm.cli)
+
     result = host.run(["ip", "-j", *args], timeout=IP_TIMEOUT, changes=False)
     if not result.ok or not result.stdout.strip():
         return []

@@ -11,11 +11,8 @@ says whether any failed. Each plugin's duration is logged.
 
 from __future__ import annotations
 
-import importlib
 import os
 import time
-from types import ModuleType
-from typing import Dict, List, Optional
 
 from gandi_vm import log, plugins
 from gandi_vm.config import Settings
@@ -23,6 +20,11 @@ from gandi_vm.hooks import run_hook
 from gandi_vm.host import Host, UnknownName, printable
 from gandi_vm.plugins import FAILED, Context, Outcome
 from gandi_vm.record import Record
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
+if TYPE_CHECKING:
+    from types import ModuleType
+    from typing import Dict, List, Optional
 
 
 LOCAL_TIMEOUT = 120
@@ -40,6 +42,8 @@ class Ran(Record):
 
 
 def modules() -> List[ModuleType]:
+    import importlib  # start-up cost (see gandi_vm.cli)
+
     loaded = [importlib.import_module(f"gandi_vm.plugins.{name}") for name in plugins.NAMES]
     return sorted(loaded, key=lambda module: module.ORDER)
 

@@ -12,10 +12,13 @@ gate empties what it used (rm would be a process): an empty file counts as none.
 
 from __future__ import annotations
 
-import json
-from typing import Dict, List, Optional
 
 from gandi_vm.host import Host
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
+if TYPE_CHECKING:
+    from typing import Dict, List, Optional
+    Record = Dict[str, object]
 
 STATE_DIR = "/run/gandi/disk"
 # The platform's swap devices we handled (swap.py): a separate directory, so that a disk record
@@ -32,6 +35,8 @@ _FIELDS = {"device": str, "devno": str, "diskseq": str, "size": int, "fstype": s
 def load(host: Host, name: str, directory: str = STATE_DIR) -> Optional[Record]:
     """The record, or None if there is none or it is not one we wrote (a truncated file, a hand
     edit): detach acts on a record's mountpoint, so it must be an absolute path a file can have."""
+    import json  # start-up cost (see gandi_vm.cli)
+
     try:
         record = json.loads(host.read_text(f"{directory}/{name}.json"))
     except (OSError, ValueError, RecursionError):  # RecursionError: absurdly nested JSON
@@ -48,6 +53,8 @@ def load(host: Host, name: str, directory: str = STATE_DIR) -> Optional[Record]:
 
 def save(host: Host, name: str, record: Record, directory: str = STATE_DIR) -> None:
     """Write the record; an unchanged record rewrites nothing (handlers run many times)."""
+    import json  # start-up cost (see gandi_vm.cli)
+
     host.write_text(f"{directory}/{name}.json", json.dumps(record, sort_keys=True, indent=1) + "\n")
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence
-
 from gandi_vm.host import printable
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
+if TYPE_CHECKING:
+    from typing import Dict, List, Optional, Sequence
 
 COLUMNS = ("device", "size", "fstype", "label", "mountpoint", "state", "reason")
 SWAP_COLUMNS = ("swap", "size", "used", "priority", "ours", "state", "reason")

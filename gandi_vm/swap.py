@@ -24,13 +24,15 @@ What we did is kept in /run/gandi/swap/DEV.json, for detach and `status`.
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
-
 from gandi_vm import blockdev, log, mounts, state, sysfs
 from gandi_vm.blockdev import BlockDevice, Signature
 from gandi_vm.config import Settings
 from gandi_vm.host import Host, lines
 from gandi_vm.record import Record
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
+if TYPE_CHECKING:
+    from typing import Dict, List, Optional, Tuple
 
 
 PARTNAME = "gandiswap"

@@ -11,11 +11,11 @@ naming the file (`read_number`, `read_cpu_list` do that for a Host).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable, List, Optional
-
 from gandi_vm import log
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
 if TYPE_CHECKING:
+    from typing import Iterable, List, Optional
     from gandi_vm.host import Host
 
 
@@ -94,6 +94,15 @@ def read_cpu_list(host: "Host", path: str) -> Optional[List[int]]:
     except Garbage as e:
         log.warning("%s: %s; ignored", path, e)
         return None
+
+
+def fullmatch(pattern: str, text: str) -> bool:
+    """Whether the whole text matches the pattern. The patterns are kept as strings and `re` is
+    imported at the first check, not when a module that defines one is loaded (start-up cost);
+    re caches what it compiled."""
+    import re
+
+    return re.fullmatch(pattern, text) is not None
 
 
 def quoted(text: str, limit: int = 40) -> str:

@@ -17,12 +17,13 @@ the first must report every plugin unchanged.
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
-
-from gandi_vm import lease
 from gandi_vm.config import Settings
 from gandi_vm.host import Host, Result, command_line
 from gandi_vm.record import Record
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
+if TYPE_CHECKING:
+    from typing import List, Optional, Sequence
 
 
 NAMES = ("console", "hostname", "nameserver", "timezone", "ssh", "motd", "sysctl", "nosegneg",
@@ -96,6 +97,8 @@ class Context(Record, mutable=True):
     # -- what the DHCP servers said --------------------------------------------------------------
     def lease_values(self, key: str) -> List[object]:
         """A lease field from every interface record, the primary interface's first."""
+        from gandi_vm import lease  # start-up cost (see gandi_vm.cli)
+
         records = [r for r in (lease.load(self.host, n) for n in lease.recorded(self.host)) if r]
         records.sort(key=lambda r: r.get("role") != "primary")
         values: List[object] = []

@@ -6,7 +6,7 @@ new configuration keys."""
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from gandi_vm.record import replace
 
 import pytest
 from fakesys import add_nic
