@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import sys
-from contextlib import contextmanager
 
 from gandi_vm import log, sysfs
 from gandi_vm.host import Host
@@ -22,7 +21,8 @@ from gandi_vm.lease import STATE_DIR
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
 if TYPE_CHECKING:
-    from typing import Callable, Iterator, List, Mapping, Optional
+    import threading
+    from typing import Callable, List, Mapping, Optional
 
     # What the attach does with a handed-over event: lease_event's verdict, from (event, env).
     Apply = Callable[[Optional[str], Mapping[str, str]], int]
@@ -155,33 +155,40 @@ def _handed_pid(name: str, kind: str, entry: str) -> Optional[str]:
     return pid if pid.isascii() and pid.isdigit() else None
 
 
-@contextmanager
-def handing_over(host: Host, name: str, apply: Apply) -> Iterator[None]:
-    """While the block runs (our client getting its first lease), the event script hands each
-    event for `name` to `apply(event, env)` in this process and exits with its verdict.
+class handing_over:
+    """While the `with` block runs (our client getting its first lease), the event script hands
+    each event for `name` to `apply(event, env)` in this process and exits with its verdict.
 
     The marker names this process: a script that finds it and this process alive hands over;
     one that finds it gone falls back to `iface lease`. Removed in every case, with whatever an
-    event left. A dry run starts no client: nothing to hand over, nothing written."""
-    if host.dry_run:
-        yield
-        return
-    import threading
+    event left. A dry run starts no client: nothing to hand over, nothing written. (A class, not
+    contextlib.contextmanager: contextlib costs milliseconds of every iface command's start-up.)"""
 
-    stop = threading.Event()
-    host.write_text(waiting_marker(name), f"{os.getpid()}\n")
-    server = threading.Thread(target=_serve, args=(host, name, apply, stop), daemon=True,
-                              name=f"gandi-handover-{name}")
-    server.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        server.join()
-        host.remove(waiting_marker(name))
-        for entry in host.listdir(STATE_DIR):
-            if _handed_pid(name, "event", entry) or _handed_pid(name, "verdict", entry):
-                host.remove(f"{STATE_DIR}/{entry}")
+    def __init__(self, host: Host, name: str, apply: Apply):
+        self.host, self.name, self.apply = host, name, apply
+        self.stop: Optional[threading.Event] = None
+        self.server: Optional[threading.Thread] = None
+
+    def __enter__(self) -> None:
+        if self.host.dry_run:
+            return
+        import threading
+
+        self.stop = threading.Event()
+        self.host.write_text(waiting_marker(self.name), f"{os.getpid()}\n")
+        self.server = threading.Thread(target=_serve, args=(self.host, self.name, self.apply, self.stop),
+                                       daemon=True, name=f"gandi-handover-{self.name}")
+        self.server.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.stop is None or self.server is None:
+            return
+        self.stop.set()
+        self.server.join()
+        self.host.remove(waiting_marker(self.name))
+        for entry in self.host.listdir(STATE_DIR):
+            if _handed_pid(self.name, "event", entry) or _handed_pid(self.name, "verdict", entry):
+                self.host.remove(f"{STATE_DIR}/{entry}")
 
 
 def _serve(host: Host, name: str, apply: Apply, stop) -> None:

@@ -13,7 +13,7 @@ import os
 import shlex
 import sys
 import time
-from dataclasses import replace
+from gandi_vm.record import replace
 from typing import Dict, List, Optional
 
 import pytest
