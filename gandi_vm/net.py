@@ -9,9 +9,7 @@ in /run/gandi/iface/IFACE.yaml for detach, status and the boot-time plugins.
 
 from __future__ import annotations
 
-import fnmatch
 import time
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from gandi_vm import cpu, dhcp, lease, log, netdev, netstack, routing, sysfs
 from gandi_vm.config import Settings
@@ -20,6 +18,10 @@ from gandi_vm.host import Host, lines
 from gandi_vm.lease import Lease, LeaseError
 from gandi_vm.netdev import NetDevice
 from gandi_vm.record import Record
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
+if TYPE_CHECKING:
+    from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 
 CONFIGURED, SKIPPED, LEFT, FAILED, UNCHANGED, DETACHED = (
@@ -47,6 +49,8 @@ class Outcome(Record):
                 prefix, self.interface, self.state, self.reason)
         return self
 
+
+    import fnmatch  # start-up cost (see gandi_vm.cli)
 
 # -- decisions (pure) --------------------------------------------------------------------------
 def skip_reason(dev: NetDevice, settings: Settings) -> Optional[str]:
