@@ -111,14 +111,15 @@ def test_units_pass_systemd_analyze_verify(tmp_path):
     if system_units is None:
         pytest.skip("no systemd unit directory on this machine to verify against")
     # A scratch root: the distro's units (targets our units depend on), ours, and a stand-in
-    # /usr/bin/gandi-vm, so that nothing of this machine is touched.
+    # /usr/bin/gandi-vm and gate, so that nothing of this machine is touched.
     units = tmp_path / "usr/lib/systemd/system"
     shutil.copytree(system_units, units, symlinks=True)
     for unit in (REPO / "systemd").glob("*.service"):
         shutil.copy(unit, units)
-    (tmp_path / "usr/bin").mkdir(parents=True)
-    (tmp_path / "usr/bin/gandi-vm").write_text("#!/bin/sh\n")
-    (tmp_path / "usr/bin/gandi-vm").chmod(0o755)
+    for program in ("usr/bin/gandi-vm", "usr/libexec/gandi-vm/unit-gate"):  # the units' commands
+        (tmp_path / program).parent.mkdir(parents=True)
+        (tmp_path / program).write_text("#!/bin/sh\n")
+        (tmp_path / program).chmod(0o755)
 
     done = subprocess.run(["systemd-analyze", "verify", "--man=no", f"--root={tmp_path}",
                            "gandi-mount.service", "gandi-disk@vdb.service",

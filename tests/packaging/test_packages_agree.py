@@ -23,6 +23,7 @@ ROLES = [
     (r"/usr/lib/python3/dist-packages/gandi_vm-[^/]+\.dist-info/.*", None),
     (r"/usr/bin/(gandi-vm)", "command {}"),
     (r"(?:/usr)?/lib/systemd/system/([^/]+\.service)", "unit {}"),
+    (r"/usr/libexec/gandi-vm/(unit-gate)", "unit helper {}"),
     (r"(?:/usr)?/lib/systemd/system-preset/([^/]+\.preset)", "preset {}"),
     (r"(?:/usr)?/lib/udev/rules\.d/([^/]+\.rules)", "udev rule {}"),
     (r"/etc/(?:default|sysconfig)/(gandi)", "config {}"),
@@ -57,6 +58,7 @@ def tree_roles() -> Set[str]:
             | {f"plugin {n}" for n in names("gandi_vm/plugins/*.py")}
             | {"command gandi-vm", "config gandi", "doc README.md"}
             | {f"unit {n}" for n in names("systemd/*.service")}
+            | {"unit helper unit-gate"}
             | {f"preset {n}" for n in names("packaging/*.preset")}
             | {f"udev rule {n}" for n in names("udev/*.rules")}
             | {f"hook {n}" for n in names("etc/gandi/hooks/*")}

@@ -19,6 +19,7 @@ POSTBOOT = REPO / "systemd" / "gandi-postboot.service"
 RESIZE = REPO / "systemd" / "gandi-resize@.service"
 # Every unit runs gandi-vm, except the postboot one, which runs the platform's script itself.
 UNITS = sorted(u for u in (REPO / "systemd").glob("*.service") if u != POSTBOOT)
+GATE = "/usr/libexec/gandi-vm/unit-gate"  # systemd/unit-gate, installed by packaging/install-data
 # The instance udev gives each template (the kernel name, and for a resize the new size).
 INSTANCES = {RESIZE.name: "vda:8388608"}
 
@@ -73,6 +74,10 @@ def test_unit_commands_are_valid_gandi_vm_invocations(unit: Path):
         command = command.lstrip("-@:+!")  # systemd's prefixes ('-': a failure is not fatal)
         instance = INSTANCES.get(unit.name, "vdb")
         argv = shlex.split(command.replace("%I", instance).replace("%i", instance))
+        if argv[0] == GATE:  # the units' gate execs gandi-vm with its arguments, or decides alone
+            argv = ["/usr/bin/gandi-vm", *argv[1:]]
+            if argv[1:3] == ["disk", "attach"]:  # and a disk's attach as a burst's
+                cli._parser().parse_args(["disk", "attach", "--batch", *argv[3:]])
         assert argv[0] == "/usr/bin/gandi-vm"
         cli._parser().parse_args(argv[1:])  # exits (fails the test) on an unknown command
 
