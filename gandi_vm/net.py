@@ -50,11 +50,11 @@ class Outcome(Record):
         return self
 
 
-    import fnmatch  # start-up cost (see gandi_vm.cli)
-
 # -- decisions (pure) --------------------------------------------------------------------------
 def skip_reason(dev: NetDevice, settings: Settings) -> Optional[str]:
     """Why an interface is not ours to configure, from sysfs facts and the configuration."""
+    import fnmatch  # start-up cost (see gandi_vm.cli)
+
     if not settings.network:
         return "CONFIG_NETWORK=0"
     if dev.loopback:
