@@ -92,12 +92,21 @@ def _journal_line(level: int, message: str, exc_info: bool) -> None:
 
 
 def _write(line: str, exc_info: bool) -> None:
-    sys.stderr.write(line + "\n")
-    if exc_info and sys.exc_info()[0] is not None:
-        import traceback  # only a -v run that hit an exception pays for it
+    # A DHCP client may give its event script a dead stderr (dhcpcd: a socket that is not
+    # connected) or none: the line is lost there, as the logging package would lose it, but not
+    # its syslog copy, nor the event's exit status (a stderr that still holds it at exit makes
+    # Python exit 120).
+    if sys.stderr is None:
+        return
+    try:
+        sys.stderr.write(line + "\n")
+        if exc_info and sys.exc_info()[0] is not None:
+            import traceback  # only a -v run that hit an exception pays for it
 
-        traceback.print_exc(file=sys.stderr)
-    sys.stderr.flush()
+            traceback.print_exc(file=sys.stderr)
+        sys.stderr.flush()
+    except OSError:
+        sys.stderr = None
 
 
 def _syslog_line(path: str, level: int, message: str) -> None:
