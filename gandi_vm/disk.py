@@ -8,10 +8,9 @@ Every decision is logged in one line and recorded under /run/gandi/disk for `sta
 from __future__ import annotations
 
 
-from gandi_vm import blockdev, filesystems, labels, log, mounts, state, swap
+from gandi_vm import blockdev, log, mounts, state, swap
 from gandi_vm.blockdev import BlockDevice, Signature
 from gandi_vm.config import Settings
-from gandi_vm.hooks import run_hook
 from gandi_vm.host import Host
 from gandi_vm.record import Record
 
@@ -198,6 +197,7 @@ def _attach_one(host: Host, settings: Settings, name: str) -> Outcome:
     if record is not None and record["ours"]:
         # A disk enlarged while the VM was stopped sent no resize event: grow it now.
         from gandi_vm import grow
+        from gandi_vm.hooks import run_hook
 
         grow.disk_resized(host, settings, blockdev.whole_disk(host, name))
         # Outside the lock and after the record, so the hook may call `gandi-vm` itself.
@@ -256,6 +256,9 @@ def _attach(host: Host, settings: Settings, name: str) -> Tuple[Outcome, Optiona
     if claim:
         return done(SKIPPED, f"listed in /etc/fstab line {claim.lineno} (for {claim.mountpoint})")
 
+    # Past every skip decision: what only a disk to mount needs.
+    from gandi_vm import filesystems, labels  # start-up cost (see gandi_vm.cli)
+
     check = filesystems.check(host, sig.fstype, f"/dev/{name}", settings.fsck_timeout)
     if not check.ok:
         return done(FAILED, f"not mounted: {check.message}")
@@ -294,6 +297,8 @@ def _mount(host: Host, settings: Settings, name: str, fstype: str,
         if host.listdir(path):
             return "not empty (it may hold data)"
         return None
+
+    from gandi_vm import labels  # start-up cost (see gandi_vm.cli)
 
     mountpoint = labels.choose(root, component, unusable)
     if mountpoint is None:
@@ -362,6 +367,8 @@ def _detach(host: Host, settings: Settings, name: str,
     mount = mounts.mount_at(host, mountpoint)
     ours = mount is not None and mounts.of_device([mount], str(record.get("devno")), name)
     if ours:
+        from gandi_vm.hooks import run_hook  # start-up cost (see gandi_vm.cli)
+
         run_hook(host, settings.hook_dir, "pre-disk-detach", [f"/dev/{name}", mountpoint])
         result = host.run(["umount", host.path(mountpoint)], timeout=MOUNT_TIMEOUT)
         gone = not host.exists(f"/sys/class/block/{name}")
