@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import time
 
-from gandi_vm import cpu, dhcp, lease, log, netdev, netstack, routing, sysfs
+from gandi_vm import lease, log, netdev, netstack, routing, sysfs
 from gandi_vm.config import Settings
-from gandi_vm.hooks import run_hook
 from gandi_vm.host import Host, lines
 from gandi_vm.lease import Lease, LeaseError
 from gandi_vm.netdev import NetDevice
@@ -109,6 +108,8 @@ def attach(host: Host, settings: Settings, name: str, config: Optional[str] = No
     with host.lock(f"iface-{name}"):
         outcome = _attach(host, settings, name, config).report(host)
     if outcome.state == CONFIGURED and not host.dry_run:
+        from gandi_vm.hooks import run_hook  # start-up cost (see gandi_vm.cli)
+
         _apply_lease_plugins(host, settings, name)
         run_hook(host, settings.hook_dir, "post-iface-attach", [name])
     return outcome
@@ -164,6 +165,8 @@ def _attach(host: Host, settings: Settings, name: str, config: Optional[str]) ->
     record.update(role="secondary" if primary else "primary", primary=primary, stack=stack,
                   table=table, state="configuring", reason="waiting for a DHCP lease")
     if stack == netstack.OWN:
+        from gandi_vm import dhcp  # start-up cost (see gandi_vm.cli)
+
         record["client"] = dhcp.installed(host)
         if not record["client"]:
             record.update(state=FAILED, reason="no DHCP client installed (dhclient, dhcpcd, udhcpc)")
@@ -271,6 +274,8 @@ def _attempt_own(host: Host, settings: Settings, dev: NetDevice, client: str,
                  table: Optional[int], config: Optional[str]) -> Optional[str]:
     """Our client: its first lease is handed over by the event script and applied here, as
     lease_event would (one interpreter start fewer); later events go to `iface lease`."""
+    from gandi_vm import dhcp  # start-up cost (see gandi_vm.cli)
+
     script = dhcp.write_script(host, config)
     argv = dhcp.start_argv(host, client, dev.name, script, settings.dhcp_timeout, table is not None)
     with dhcp.handing_over(host, dev.name, lambda event, env: lease_event(host, event, env)):
@@ -321,6 +326,8 @@ def tune_channels(host: Host, dev: NetDevice) -> None:
     """CONFIG_MULTIQUEUE: one virtio-net queue pair per online vCPU, up to the device's maximum."""
     if dev.driver != "virtio_net":
         return
+    from gandi_vm import cpu  # start-up cost (see gandi_vm.cli)
+
     shown = host.run(["ethtool", "-l", dev.name], timeout=ETHTOOL_TIMEOUT, changes=False)
     if shown.returncode == 127:
         log.info("iface %s: ethtool not installed, queues left as they are", dev.name)
@@ -371,6 +378,8 @@ def lease_event(host: Host, event: Optional[str], env: Mapping[str, str]) -> int
     script's call) and, for the first lease, the attach the script hands it to. The exit status
     matters to dhclient for TIMEOUT only (0 would make it trust an old lease without a server).
     PREINIT never comes here: the script answers it (attach brought the link up)."""
+    from gandi_vm import dhcp  # start-up cost (see gandi_vm.cli)
+
     name = netdev.checked_name(env.get("interface", ""))
     reason = event or env.get("reason", "")
     record = lease.load(host, name)
@@ -421,6 +430,8 @@ def detach(host: Host, settings: Settings, name: str) -> Outcome:
         host.remove(untouched_marker(name))
         return Outcome(name, UNCHANGED, "nothing of ours to remove").report(host)
     if not host.dry_run:
+        from gandi_vm.hooks import run_hook  # start-up cost (see gandi_vm.cli)
+
         run_hook(host, settings.hook_dir, "pre-iface-detach", [name])
     with host.lock(f"iface-{name}"):
         record = lease.load(host, name) or record
@@ -451,6 +462,8 @@ def _unconfigure_stack(host: Host, name: str, record: Mapping[str, object]) -> N
     stack = record.get("stack")
     if stack == netstack.OWN and record.get("client"):
         # The script attach wrote: the release runs it (RELEASE), under the same root and config.
+        from gandi_vm import dhcp  # start-up cost (see gandi_vm.cli)
+
         dhcp.stop(host, str(record["client"]), name, host.path(dhcp.SCRIPT))
     elif stack == netstack.NETWORKD:
         if host.remove(netstack.networkd_file(name)):
