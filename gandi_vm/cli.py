@@ -40,6 +40,7 @@ class Arguments:
         self.verbose = False
         self.device = self.interface = self.event = self.only = None
         self.format = "text"
+        self.batch = False
         for name, value in values.items():
             setattr(self, name, value)
 
@@ -47,16 +48,17 @@ class Arguments:
 class Command:
     """One command of the table: its arguments, and what it imports and does."""
 
-    __slots__ = ("positionals", "optional", "options", "load", "syslog")
+    __slots__ = ("positionals", "optional", "options", "flags", "load", "syslog")
 
     def __init__(self, load: Callable[[], Action], positionals: Tuple[str, ...] = (),
                  optional: Optional[str] = None,
                  options: Optional[Dict[str, Tuple[str, Optional[Tuple[str, ...]]]]] = None,
-                 syslog: bool = False):
+                 flags: Optional[Dict[str, str]] = None, syslog: bool = False):
         self.load = load  # imports the command's modules, returns its action
         self.positionals = positionals  # required, in order
         self.optional = optional  # one optional positional after them
         self.options = options or {}  # the command's own valued options: --name -> (attribute, choices)
+        self.flags = flags or {}  # the command's own flags: --name -> attribute
         self.syslog = syslog  # also log to syslog: the caller discards our stderr
 
 
@@ -69,7 +71,8 @@ def _status(outcomes: Sequence[Any]) -> int:
 def _disk_attach() -> Action:
     from gandi_vm import disk
 
-    return lambda args, host, settings: _status([disk.attach(host, settings, args.device)])
+    return lambda args, host, settings: _status([disk.attach(host, settings, args.device,
+                                                             batch=args.batch)])
 
 
 def _disk_detach() -> Action:
@@ -189,7 +192,8 @@ def _status_report() -> Action:
 
 
 COMMANDS: Dict[Tuple[str, ...], Command] = {
-    ("disk", "attach"): Command(_disk_attach, ("device",)),
+    # --batch: the units' gate (systemd/unit-gate) holds the burst lock for this attach.
+    ("disk", "attach"): Command(_disk_attach, ("device",), flags={"--batch": "batch"}),
     ("disk", "detach"): Command(_disk_detach, ("device",)),
     ("disk", "resize"): Command(_disk_resize, ("device",)),
     ("mount-all",): Command(_mount_all),
@@ -220,7 +224,6 @@ def _fast_parse(argv: Sequence[str]) -> Optional[Arguments]:
     command: Optional[Command] = None
     values: Dict[str, object] = {}
     positionals: List[str] = []
-    option_after_words = False
     rest = list(argv)
     while rest:
         arg = rest.pop(0)
@@ -228,6 +231,8 @@ def _fast_parse(argv: Sequence[str]) -> Optional[Arguments]:
             name, equals, value = arg.partition("=")
             if name in _FLAGS and not equals:
                 values[_FLAGS[name]] = True
+            elif command is not None and name in command.flags and not equals:
+                values[command.flags[name]] = True
             else:
                 attribute, choices = ((_VALUED[name], None) if name in _VALUED
                                       else command.options.get(name, (None, None)) if command
@@ -241,7 +246,6 @@ def _fast_parse(argv: Sequence[str]) -> Optional[Arguments]:
                 if choices is not None and value not in choices:
                     return None
                 values[attribute] = value
-            option_after_words = command is not None
         elif command is None:
             words.append(arg)
             command = COMMANDS.get(tuple(words))
@@ -249,9 +253,6 @@ def _fast_parse(argv: Sequence[str]) -> Optional[Arguments]:
                 return None
         else:
             positionals.append(arg)
-            # argparse gives an optional positional nothing once an option came between
-            if len(positionals) > len(command.positionals) and option_after_words:
-                return None
     if command is None:
         return None
     required = len(command.positionals)
@@ -287,6 +288,9 @@ def _parser() -> argparse.ArgumentParser:
                          ("resize", "grow what is on the disk after its capacity changed")):
         sub = actions.add_parser(action, parents=[common], help=text)
         sub.add_argument("device", metavar="DEV", help="kernel name (vdb) or /dev path")
+        if action == "attach":
+            sub.add_argument("--batch", action="store_true", help="also attach the other disks "
+                             "present that nothing attached at this boot (the units' gate)")
 
     commands.add_parser("mount-all", parents=[common],
                         help="boot: online vCPUs and memory, attach every disk present, grow")

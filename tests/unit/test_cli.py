@@ -5,11 +5,14 @@ e2fsck, mount) so that Host itself, dry-run included, runs unchanged."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
 
 import pytest
 import yaml
+from hypothesis import given, settings, strategies as st
 from fakesys import add_disk, blkid_udev, system
 
 from gandi_vm import __version__, cli
@@ -217,3 +220,63 @@ def test_a_bug_while_reading_the_configuration_is_caught_too(vm, fs, capsys, mon
     assert cli.main(["--root", ROOT, "config", "list"]) == 1
     assert capsys.readouterr().err.splitlines() == [
         "gandi: error: config list: internal error: ZeroDivisionError: 'division by zero'"]
+
+
+# -- the fast parser reads what argparse reads -------------------------------------------------------
+TOKENS = ["disk", "attach", "detach", "resize", "iface", "lease", "attach-all", "retune", "cpu",
+          "memory", "online-all", "config", "list", "apply", "status", "mount-all", "grow",
+          "hotplug-rules", "early-boot", "vdb", "BOUND", "", "--root", "/r", "--root=/s", "--root=",
+          "--dry-run", "--dry-run=1", "--config", "/c", "--config=/d", "-v", "--verbose", "-vv",
+          "--only", "ssh", "--only=motd", "--format", "yaml", "json", "--format=text", "--batch",
+          "--", "-", "-x", "--ro", "--dry", "-h", "--help", "--version"]
+
+
+def _by_argparse(argv):
+    """What argparse makes of argv (None: a usage error, help or version, i.e. SystemExit)."""
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            namespace = vars(cli._parser().parse_args(argv))
+    except SystemExit:
+        return None
+    words = tuple(namespace.pop(key) for key in ("command", "action") if key in namespace)
+    return vars(cli.Arguments(words, namespace))
+
+
+def _inserted(words, tokens, positions):
+    argv = list(words)
+    for token, position in zip(tokens, positions):
+        argv.insert(position % (len(argv) + 1), token)
+    return argv
+
+
+# A command's words with tokens inserted anywhere (most of them near what units give), and any
+# list of tokens at all.
+COMMAND_LINES = st.one_of(
+    st.builds(_inserted, st.sampled_from(sorted(cli.COMMANDS)),
+              st.lists(st.sampled_from(TOKENS), max_size=5), st.lists(st.integers(0, 8), max_size=5)),
+    st.lists(st.sampled_from(TOKENS), max_size=7))
+
+
+@settings(max_examples=2000, deadline=None)
+@given(COMMAND_LINES)
+def test_what_the_fast_parser_accepts_argparse_reads_the_same(argv):
+    fast = cli._fast_parse(argv)
+    if fast is not None:
+        assert vars(fast) == _by_argparse(argv), argv
+
+
+@pytest.mark.parametrize("argv", [
+    ["disk", "attach", "vdb"], ["--root", "/r", "disk", "--dry-run", "attach", "vdb", "-v"],
+    ["disk", "attach", "--batch", "vdb"], ["--root=/r", "status", "--format", "yaml"],
+    ["config", "apply", "--only=ssh"], ["iface", "lease"], ["iface", "lease", "--dry-run", "BOUND"],
+    ["mount-all", "--config", "/c"], ["memory", "online-all"], ["iface", "attach-all"]])
+def test_the_command_lines_units_and_scripts_give_never_load_argparse(argv):
+    # A unit's, udev's or the DHCP client's command line: the fast parser takes it whole.
+    assert vars(cli._fast_parse(argv)) == _by_argparse(argv)
+
+
+@pytest.mark.parametrize("argv", [["disk", "attach"],
+                                  ["--dry", "status"], ["status", "--format", "json"], ["-h"],
+                                  ["config", "--only", "ssh", "apply"], ["early-boot"]])
+def test_what_it_does_not_take_exactly_goes_to_argparse(argv):
+    assert cli._fast_parse(argv) is None
