@@ -33,6 +33,7 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -40,7 +41,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 REPO = Path(__file__).resolve().parents[2]
 TOOL_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -257,11 +258,16 @@ class Lab:
                  host's, where gandi-vm picks dhclient
     python       the interpreter that runs gandi_vm (and, through it, its lease script)
     ping_check   let dnsmasq ping an address before offering it (slower; off by default)
+    renew_after  seconds from a lease to its renewal (DHCP option 58, T1); None: dnsmasq's
+                 default, half the lease
+    count_python run gandi_vm with an interpreter that notes each of its runs (python_runs()):
+                 the lease script gandi-vm writes starts the same one
     """
 
     def __init__(self, tmp: Path, secondaries: Sequence[str] = ("ens4",),
                  unserved: Sequence[str] = (), client: Optional[str] = None,
-                 python: str = sys.executable, ping_check: bool = False):
+                 python: str = sys.executable, ping_check: bool = False,
+                 renew_after: Optional[int] = None, count_python: bool = False):
         global _serial
         _serial += 1
         unknown = set(unserved) - set(secondaries)
@@ -270,8 +276,11 @@ class Lab:
         self.tmp = Path(tmp)
         self.root = self.tmp / "root"
         self.python = python
+        self.plain_python = python  # the lab's own probes (reach), never counted
         self.client = client
         self.ping_check = ping_check  # dnsmasq's ICMP probe before an offer (off: faster)
+        self.renew_after = renew_after
+        self.python_log = self.tmp / "python-runs" if count_python else None
         stem = f"{NS_PREFIX}{os.getpid()}-{_serial}"
         self.guest, self.server = f"{stem}-guest", f"{stem}-server"
         self.secondaries = [Secondary(name, 10 + i, 5 + i, name not in unserved)
@@ -334,6 +343,8 @@ class Lab:
             [link] = self.ip_json("link", "show", "dev", sec.name)
             sec.ifindex, sec.mac = int(link["ifindex"]), str(link["address"])
         self._fake_root()
+        if self.python_log is not None:
+            self.python = str(counting_python(self.tmp / "python", self.python, self.python_log))
         self.write_config()
         if any(sec.served for sec in self.secondaries):
             self._start_dnsmasq()
@@ -376,6 +387,8 @@ class Lab:
                 f"--dhcp-option-force=12,{self.hostname}"]
         if not self.ping_check:
             argv.append("--no-ping")
+        if self.renew_after is not None:
+            argv.append(f"--dhcp-option=option:T1,{self.renew_after}")
         for sec in self.secondaries:
             if not sec.served:
                 continue
@@ -549,7 +562,7 @@ class Lab:
                 "    print(type(e).__name__, e)\n"
                 "else:\n"
                 "    print('answered')\n")
-        return self.exec(self.python, "-c", code, timeout=timeout + 10).stdout.strip()
+        return self.exec(self.plain_python, "-c", code, timeout=timeout + 10).stdout.strip()
 
     # -- gandi's files ---------------------------------------------------------------------------
     def record_path(self, name: str) -> Path:
@@ -570,6 +583,15 @@ class Lab:
         directory = self.root / STATE_DIR
         return sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
 
+    def python_runs(self) -> List[Tuple[int, List[str]]]:
+        """Each run of the interpreter that ended (count_python): its exit status and arguments."""
+        assert self.python_log is not None, "Lab(count_python=True)"
+        runs = []
+        for record in _read_text(self.python_log).split("\0\n")[:-1]:
+            status, *argv = record.split("\0")
+            runs.append((int(status), argv))
+        return runs
+
     def diagnostics(self) -> str:
         """What to print when an assertion fails: dnsmasq's log, the guest's state."""
         parts = [f"dnsmasq log:\n{_tail(self.dnsmasq_log)}"]
@@ -579,6 +601,32 @@ class Lab:
         parts.append(f"processes: {self.processes()}")
         parts.append(f"state files: {self.state_files()}")
         return "\n".join(parts)
+
+
+def counting_python(directory: Path, python: str, log: Path) -> Path:
+    """An interpreter (directory/bin/python3) that appends, as each of its runs ends, the run's
+    exit status and arguments to `log` (NUL-separated, then NUL and a newline). The real one runs
+    with it as argv[0], so sys.executable names it, and through it what starts sys.executable:
+    gandi-vm's lease script. Its pyvenv.cfg gives the real one's home and site packages."""
+    real = os.path.realpath(python)
+    (directory / "bin").mkdir(parents=True)
+    (directory / "pyvenv.cfg").write_text(f"home = {os.path.dirname(real)}\n"
+                                          "include-system-site-packages = true\n")
+    wrapper = directory / "bin" / "python3"
+    wrapper.write_text("#!/bin/bash\n"
+                       f'(exec -a "$0" {shlex.quote(real)} "$@")\n'
+                       "status=$?\n"
+                       f"{{ printf '%s\\0' \"$status\" \"$@\"; echo; }} >> {shlex.quote(str(log))}\n"
+                       'exit "$status"\n')
+    wrapper.chmod(0o755)
+    return wrapper
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
 
 
 def _tail(path: Path, lines: int = 40) -> str:

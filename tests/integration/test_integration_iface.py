@@ -9,6 +9,8 @@ and its record file.
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import time
 from typing import Dict, List, Tuple
@@ -24,6 +26,7 @@ SECONDARY_SYSCTLS = {"ipv4/conf/{}/arp_announce": "2", "ipv4/conf/{}/arp_ignore"
 # dhcpcd drop it, busybox udhcpc replaces it with "bad". Kept verbatim would be acceptable too:
 # the record is data. Run by a shell, it would create the lab's marker file.
 SANITIZED_HOSTNAMES = ("", "bad")
+RENEW_AFTER = 3  # seconds from a lease to its renewal, when a test asks for one (option 58)
 
 
 def attached(lab: Lab, name: str = "ens4") -> Tuple[Run, str, Dict]:
@@ -147,7 +150,9 @@ def test_overlapping_attaches_of_one_interface_make_one_configuration(make_lab):
     errors = [process.communicate(timeout=120)[1] for process in started]
 
     assert [p.returncode for p in started] == [0, 0, 0], "\n".join(errors)
-    states = sorted(e.split(": ")[2] for e in errors if e.startswith("gandi: iface ens4: "))
+    # each attach's outcome is its last line (the one that configured logged the lease before)
+    states = sorted(e.splitlines()[-1].split(": ")[2] for e in errors
+                    if e.startswith("gandi: iface ens4: "))
     assert states == ["configured", "unchanged", "unchanged"], errors
     [cidr] = lab.addresses("ens4")
     check_configured(lab, "ens4", cidr.split("/")[0], lab.record("ens4"), "dhclient")
@@ -267,6 +272,50 @@ def test_attach_and_detach_with_each_client(make_lab, client):
     check_detached(lab, "ens4", record["table"], sysctls)
     assert lab.default_routes() == default
     assert f"DHCPRELEASE(srv10) {address} {lab['ens4'].mac}" in lab.dnsmasq_log.read_text()
+
+
+def ipv4_state(lab: Lab) -> Dict[str, object]:
+    """The guest's IPv4 addresses, routes of every table and rules (IPv6 link-local addresses
+    finish their duplicate address detection on their own time)."""
+    return {"addresses": lab.ip_json("-4", "addr", "show"), "routes": lab.routes("all"),
+            "rules": lab.rules()}
+
+
+def first_renewal(lab: Lab, client: str) -> Tuple[int, List[str]]:
+    """The interpreter run of the client's first renewal after attach: its exit status and its
+    arguments after `-c CODE`. dhclient and dhcpcd renew after option 58; udhcpc ignores it and
+    renews on SIGUSR1."""
+    if client == "udhcpc":
+        [process] = lab.clients("ens4")
+        os.kill(int(process["pid"]), signal.SIGUSR1)  # type: ignore[call-overload]
+    deadline = time.monotonic() + RENEW_AFTER + 30
+    while len(lab.python_runs()) < 2:
+        assert time.monotonic() < deadline, f"no renewal\n{lab.diagnostics()}"
+        time.sleep(0.1)
+    status, argv = lab.python_runs()[1]
+    assert argv[:3] == ["-sE", "-c", argv[2]] and "'iface', 'lease'" in argv[2], argv
+    return status, argv[3:]
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_the_first_lease_is_applied_by_attach_itself_and_a_renewal_by_iface_lease(make_lab, client):
+    # Issue 14: the event script hands the first lease to the attach waiting for it, instead
+    # of starting a second interpreter; later events still start `gandi-vm iface lease`.
+    lab = make_lab(client=client, renew_after=RENEW_AFTER, count_python=True)
+
+    run, address, record = attached(lab)
+
+    check_configured(lab, "ens4", address, record, client)
+    assert [argv[-3:] for _, argv in lab.python_runs()] == [["iface", "attach", "ens4"]]
+    assert f"iface ens4: bound {address}/24, gateway {lab['ens4'].gateway}, table " in run.stderr
+    before = ipv4_state(lab)
+
+    status, args = first_renewal(lab, client)
+
+    assert (status, args) == (0, ["renew"] if client == "udhcpc" else [])
+    assert ipv4_state(lab) == before
+    check_configured(lab, "ens4", address, lab.record("ens4"), client)
+    assert [f for f in lab.state_files() if f.split(".")[1:2] in (["waiting"], ["event"], ["verdict"])] == []
 
 
 @pytest.mark.parametrize("client", [
