@@ -120,10 +120,13 @@ def measure_boot(guest: Guest) -> Dict[str, Any]:
         "units_blame_s": round(sum(seconds(f) for f in units.values()), 3),
         **{f"{k}_count": traced[k] for k in ("execs", "gandi_vm", "python3", "cloud_init")},
     }
+    failed = guest.run("systemctl --failed --no-legend --plain").stdout.strip()
     return {"figures": figures, "state": guest.state, "systemd_analyze_time": analysis,
             "blame": units, "before_sysinit": before_sysinit(guest), "trace": traced,
-            "failed_units": guest.run("systemctl --failed --no-legend --plain").stdout.strip(),
-            "hostname": guest.run("hostname").stdout.strip()}
+            "failed_units": failed, "hostname": guest.run("hostname").stdout.strip(),
+            # why a unit failed, in the JSON: the error lines of the journal
+            "errors": guest.run("journalctl -b -p err --no-pager -o short-monotonic | tail -n 20"
+                                ).stdout.strip() if failed else ""}
 
 
 def rotated(kinds: List[str], by: int) -> List[str]:
