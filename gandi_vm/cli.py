@@ -88,7 +88,7 @@ def _disk_resize() -> Action:
 
 
 def _mount_all() -> Action:
-    from gandi_vm import cpu, disk, grow, memory
+    from gandi_vm import cpu, disk, memory
 
     def mount_all(args: Arguments, host: Host, settings: Settings) -> int:
         # gandi-mount's whole boot job in one process (an interpreter start costs seconds under
@@ -102,6 +102,8 @@ def _mount_all() -> Action:
                 log.error("%s online-all: failed: %s: %s", module.__name__.rsplit(".", 1)[-1],
                           type(e).__name__, e)
         outcomes = disk.mount_all(host, settings)
+        from gandi_vm import grow  # loaded after the mounts, which do not wait for it
+
         return _status([*outcomes, *grow.configured(host, settings)])
 
     return mount_all
