@@ -37,8 +37,7 @@ class Record:
     def __init_subclass__(cls, mutable: bool = False, uncompared: Tuple[str, ...] = (),
                           **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        own = [name for name, kind in cls.__dict__.get("__annotations__", {}).items()
-               if not str(kind).startswith("ClassVar")]
+        own = list(cls.__dict__.get("__annotations__", {}))
         cls._fields = cls._fields + tuple(name for name in own if name not in cls._fields)
         cls._defaults = {**cls._defaults,
                          **{name: cls.__dict__[name] for name in own if name in cls.__dict__}}
@@ -69,9 +68,6 @@ class Record:
                 if isinstance(value, (list, dict, set)):
                     value = type(value)(value)
             object.__setattr__(self, name, value)
-        post_init = getattr(self, "__post_init__", None)
-        if post_init is not None:
-            post_init()
 
     def __setattr__(self, name: str, value: Any) -> None:
         if not self._mutable:
