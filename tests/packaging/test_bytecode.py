@@ -34,3 +34,11 @@ def test_the_deb_launcher_imports_nothing_gandi_vm_does_not(built_deb, tmp_path)
     launcher = payload_file(built_deb, "/usr/bin/gandi-vm", tmp_path)
     imports = re.findall(r"^(?:import|from) (\S+)", launcher, re.M)
     assert set(imports) <= {"sys", "gandi_vm.cli"}, imports
+
+
+def test_the_rpm_byte_compiles_gandi_vm_at_install_with_the_guests_python(built_rpm):
+    scripts = subprocess.run(["rpm", "-qp", "--scripts", str(built_rpm)], capture_output=True,
+                             text=True, check=True, timeout=60).stdout
+    post, _, rest = scripts.partition("preuninstall scriptlet")
+    assert re.search(r"^/usr/bin/python3 -m compileall -q /usr/share/gandi-vm/gandi_vm\b", post, re.M)
+    assert "rm -rf /usr/share/gandi-vm/gandi_vm/__pycache__" in rest
