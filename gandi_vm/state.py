@@ -24,6 +24,8 @@ STATE_DIR = "/run/gandi/disk"
 # The platform's swap devices we handled (swap.py): a separate directory, so that a disk record
 # and a swap record for one device never overwrite each other.
 SWAP_DIR = "/run/gandi/swap"
+# The plain files next to a disk's record that the units' gate reads (see above).
+HANDLED, UNTOUCHED = "handled", "untouched"
 
 # The fields a record holds and their types; older records may lack some (diskseq).
 _FIELDS = {"device": str, "devno": str, "diskseq": str, "size": int, "fstype": str, "label": str,
@@ -64,8 +66,6 @@ def forget(host: Host, name: str, directory: str = STATE_DIR) -> None:
         for gate_file in (HANDLED, UNTOUCHED):
             host.remove(_gate_path(name, gate_file))
 
-
-HANDLED, UNTOUCHED = "handled", "untouched"
 
 
 def _gate_path(name: str, gate_file: str) -> str:
