@@ -104,16 +104,17 @@ def poll_cost(guest: Guest, count: int = 10) -> float:
 # `bound` is how long the resource may take to become usable on an idle machine; Guest.poll
 # stretches it by the guest's slowness.
 
-def process_counts(guest: Guest, bound: float = 30) -> Dict[str, float]:
+def process_counts(guest: Guest, bound: float = 30) -> Dict[str, Any]:
     """The processes the event cost since the trace was emptied: once no gandi-* unit is starting
     or stopping any more (bound seconds at most, scaled), the programs executed and how many of them
-    were /usr/bin/gandi-vm."""
+    were /usr/bin/gandi-vm, and the busiest programs ({path: count}, kept in the JSON)."""
     guest.poll("! systemctl list-units --no-legend --plain --state=activating,deactivating "
                "'gandi-*' | grep -q .", bound)
     traced = exec_trace(guest)
     if traced["execs"] is None:
         return {}
-    return {"execs_count": float(traced["execs"]), "gandi_vm_count": float(traced["gandi_vm"])}
+    return {"execs_count": float(traced["execs"]), "gandi_vm_count": float(traced["gandi_vm"]),
+            "programs": traced["programs"]}
 
 
 def free_disk_name(guest: Guest) -> str:
@@ -125,10 +126,11 @@ def free_disk_name(guest: Guest) -> str:
 def start_byhand(guest: Guest, script: str) -> None:
     """Start a shell script in the guest, in the background, that writes its exit status to
     BYHAND_DONE: it waits there for the device before the plug, as our rule and unit do. The trace
-    is emptied again: the mask's daemon-reload ran systemd's generators."""
+    is emptied first, as the mask's daemon-reload ran systemd's generators, and not after: the
+    script's fork from the guest agent must be in it, so that its processes count as the bench's."""
+    clear_trace(guest)
     guest.check(f"rm -f {BYHAND_DONE}; setsid sh -c '{script}; echo $? >{BYHAND_DONE}' "
                 "</dev/null >/dev/null 2>&1 &")
-    clear_trace(guest)
 
 
 def byhand_status(guest: Guest, bound: float) -> str:
@@ -160,7 +162,7 @@ def unplug_disks(guest: Guest, devices: Dict[str, str], bound: float) -> float:
     return cleaned
 
 
-def disk_run(guest: Guest, index: int, bound: float, tmp: Path) -> Dict[str, float]:
+def disk_run(guest: Guest, index: int, bound: float, tmp: Path) -> Dict[str, Any]:
     device = f"bench-disk{index}"
     image = plug_disk(guest, tmp, device, LABEL)
     acked = time.monotonic()
@@ -174,7 +176,7 @@ def disk_run(guest: Guest, index: int, bound: float, tmp: Path) -> Dict[str, flo
     return {"usable": usable, "unplug_cleaned": cleaned, **counts}
 
 
-def disk_byhand_run(guest: Guest, index: int, bound: float, tmp: Path) -> Dict[str, float]:
+def disk_byhand_run(guest: Guest, index: int, bound: float, tmp: Path) -> Dict[str, Any]:
     device, name = f"bench-byhand{index}", free_disk_name(guest)
     unit = f"gandi-disk@{name}.service"
     guest.check(f"systemctl mask --runtime {unit}")
@@ -200,7 +202,7 @@ def disk_byhand_run(guest: Guest, index: int, bound: float, tmp: Path) -> Dict[s
     return {"usable": usable, **counts}
 
 
-def burst_run(guest: Guest, index: int, bound: float, tmp: Path) -> Dict[str, float]:
+def burst_run(guest: Guest, index: int, bound: float, tmp: Path) -> Dict[str, Any]:
     devices = {f"bench-burst{index}-{n}": f"/srv/bench-b{n}" for n in range(BURST)}
     images, acked = [], 0.0
     for number, (device, mountpoint) in enumerate(devices.items()):
@@ -220,24 +222,32 @@ def burst_run(guest: Guest, index: int, bound: float, tmp: Path) -> Dict[str, fl
     return {"usable": usable, "unplug_cleaned": cleaned, **counts}
 
 
-def nic_run(guest: Guest, index: int, bound: float, tmp: Path) -> Dict[str, float]:
-    device, mac = f"bench-nic{index}", f"52:54:00:be:00:{index:02x}"
+def nic_run(guest: Guest, index: int, bound: float, tmp: Path) -> Dict[str, Any]:
+    device, mac, name = f"bench-nic{index}", f"52:54:00:be:00:{index:02x}", f"ens{NIC_SLOT}"
     guest.add_nic(device, mac, net=f"10.0.{10 + index}.0/24", slot=NIC_SLOT)
     acked = time.monotonic()
     try:
-        name = guest.nic_name(mac)
+        if guest.nic_name(mac) != name:
+            raise GuestError(f"{device} is not {name}")
         appeared = time.monotonic() - acked
         usable = guest.poll(f"ip -4 -o addr show dev {name} | grep -q inet", bound, acked)
         counts = process_counts(guest) if usable is not None else {}
     finally:
+        unplugged = time.monotonic()
         guest.remove_nic(device)
+        # The next plug gets the same name: its unit would not start while this one still stops.
+        cleaned = guest.poll(f"systemctl is-active gandi-iface@{name}.service | "
+                             "grep -qxE 'inactive|failed'", 2 * bound, unplugged)
     if usable is None:
         raise NotUsable(f"{name} appeared {appeared:.2f} s after the plug, has no IPv4 address "
-                       f"after {guest.scaled(bound):.0f} s")
-    return {"usable": usable, "interface_appeared": appeared, **counts}
+                        f"after {guest.scaled(bound):.0f} s")
+    if cleaned is None:
+        raise GuestError(f"gandi-iface@{name} still active {guest.scaled(2 * bound):.0f} s after "
+                         "the unplug")
+    return {"usable": usable, "interface_appeared": appeared, "unplug_cleaned": cleaned, **counts}
 
 
-def nic_byhand_run(guest: Guest, index: int, bound: float, tmp: Path) -> Dict[str, float]:
+def nic_byhand_run(guest: Guest, index: int, bound: float, tmp: Path) -> Dict[str, Any]:
     device, mac, name = f"bench-nicbh{index}", f"52:54:00:be:01:{index:02x}", f"ens{NIC_SLOT}"
     unit = f"gandi-iface@{name}.service"
     client = f"-pf /run/bench-dhclient.pid -lf /run/bench-dhclient.leases {name}"
@@ -267,7 +277,7 @@ def nic_byhand_run(guest: Guest, index: int, bound: float, tmp: Path) -> Dict[st
     return {"usable": usable, "interface_appeared": appeared, **counts}
 
 
-def memory_run(guest: Guest, index: int, bound: float, tmp: Path) -> Dict[str, float]:
+def memory_run(guest: Guest, index: int, bound: float, tmp: Path) -> Dict[str, Any]:
     before = guest.memory_blocks()
     block_bytes = int(guest.check(f"cat {MEM_SYSFS}/block_size_bytes"), 16)
     cursor = journal_cursor(guest)
@@ -307,7 +317,7 @@ def event_costs(guest: Guest, cursor: str) -> Dict[str, float]:
             "udev_attr_writes_count": count(udevd, "\"ATTR '.*' writing\"")}
 
 
-def vcpu_run(guest: Guest, index: int, bound: float, tmp: Path) -> Dict[str, float]:
+def vcpu_run(guest: Guest, index: int, bound: float, tmp: Path) -> Dict[str, Any]:
     before = guest.cpus()
     cursor = journal_cursor(guest)
     guest.add_cpu(f"bench-cpu{index}")
@@ -325,7 +335,7 @@ def vcpu_run(guest: Guest, index: int, bound: float, tmp: Path) -> Dict[str, flo
             **process_counts(guest)}
 
 
-RUNNERS: Dict[str, Callable[[Guest, int, float, Path], Dict[str, float]]] = {
+RUNNERS: Dict[str, Callable[[Guest, int, float, Path], Dict[str, Any]]] = {
     "disk": disk_run, "disk-byhand": disk_byhand_run, "burst": burst_run, "nic": nic_run,
     "nic-byhand": nic_byhand_run, "memory": memory_run, "vcpu": vcpu_run}
 
@@ -355,6 +365,7 @@ def measure(guest: Guest, kind: str, runs: int, timeout: float, tmp: Path) -> Di
             result["status"] = f"error: {e}"
             break
         result["runs"] += 1
+        result.setdefault("programs", []).append(figures.pop("programs", {}))
         for name, seconds in figures.items():
             result["samples_s"].setdefault(name, []).append(round(seconds, 3))
         print(f"  {kind} run {index + 1}/{runs}: " + ", ".join(
