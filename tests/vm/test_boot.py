@@ -40,6 +40,24 @@ def test_gandi_config_ran_and_succeeded(guest: Guest):
     assert unit_state(guest, "gandi-config.service") == RAN
 
 
+def test_nothing_of_ours_runs_before_sysinit_target(guest: Guest):
+    """The onlining rule reads the configuration itself and / grows in gandi-mount: no unit of
+    ours is ordered before sysinit.target, and none started before it was reached."""
+    assert unit_state(guest, "gandi-early.service")["LoadState"] == "not-found"
+    before = guest.check("systemctl list-dependencies --after --all --plain --no-pager "
+                         "sysinit.target")
+    assert [unit for unit in before.split() if unit.startswith("gandi-")] == [], before
+    reached = int(guest.check("systemctl show -p ActiveEnterTimestampMonotonic --value "
+                              "sysinit.target"))
+    started = guest.check("systemctl show -p Id -p InactiveExitTimestampMonotonic 'gandi-*'")
+    units = [dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+             for block in started.split("\n\n") if block.strip()]
+    assert any(unit["Id"] == "gandi-mount.service" for unit in units), units
+    for unit in units:
+        if int(unit["InactiveExitTimestampMonotonic"]):  # 0: never started this boot
+            assert int(unit["InactiveExitTimestampMonotonic"]) >= reached, (unit, reached)
+
+
 def test_disk_attached_before_boot_is_mounted_under_its_label(guest: Guest):
     name = guest.kernel_name("boot0")
     [mount] = json.loads(guest.check("findmnt -J -o TARGET,SOURCE,OPTIONS /srv/bootdata"))["filesystems"]

@@ -1,8 +1,9 @@
 """The system disk grows with its virtual disk, at boot and while the guest runs (issue 13).
 
 TestWholeDisk boots the test image (ext4 directly on /dev/vda, a 2 GiB filesystem) on a 3 GiB
-virtual disk: gandi-early.service grows / before local-fs.target, in the process the boot starts
-anyway. Then, without a reboot: block_resize to 4 GiB, then 5 GiB, each grows / online through one
+virtual disk: gandi-mount.service grows / after local-fs.target (online, as cloud-init's growpart
+does: nothing of ours runs before sysinit.target), in the process that mounts the disks anyway.
+Then, without a reboot: block_resize to 4 GiB, then 5 GiB, each grows / online through one
 gandi-resize@vda:<sectors>.service run; a change uevent without a capacity change starts nothing;
 with CONFIG_GROW_ROOT=0 a resize grows nothing and `gandi-vm status` says why.
 
@@ -175,21 +176,24 @@ class TestWholeDisk:
         assert df_size(guest) > FS_SIZE + GIB // 2  # df of the 2 GiB filesystem: 1.9 GiB
         assert guest.check("systemctl --failed --no-legend --plain") == ""
 
-    def test_gandi_early_grew_it_before_local_fs_target(self, guest: Guest):
-        early = show(guest, "gandi-early.service", "Result", "ActiveState",
-                     "ActiveEnterTimestampMonotonic")
+    def test_gandi_mount_grew_it_after_local_fs_target(self, guest: Guest):
+        mount = show(guest, "gandi-mount.service", "Result", "ActiveState",
+                     "ExecMainStartTimestampMonotonic")
         local = show(guest, "local-fs.target", "ActiveEnterTimestampMonotonic")
-        assert (early["Result"], early["ActiveState"]) == ("success", "active"), early
-        assert 0 < int(early["ActiveEnterTimestampMonotonic"]) <= int(
-            local["ActiveEnterTimestampMonotonic"]), (early, local)
+        sysinit = show(guest, "sysinit.target", "ActiveEnterTimestampMonotonic")
+        assert (mount["Result"], mount["ActiveState"]) == ("success", "active"), mount
+        # local-fs.target comes before sysinit.target, and the growth after both.
+        assert int(mount["ExecMainStartTimestampMonotonic"]) >= int(
+            sysinit["ActiveEnterTimestampMonotonic"]) >= int(
+            local["ActiveEnterTimestampMonotonic"]) > 0, (mount, sysinit, local)
         assert any(line.startswith("grow /: grown: ")
-                   for line in gandi_lines(guest, "gandi-early.service"))
+                   for line in gandi_lines(guest, "gandi-mount.service"))
 
     def test_no_other_process_grew_it_at_boot(self, guest: Guest):
         assert systemd_lines(guest, "gandi-resize@") == []
-        # Every "grow" line of this boot came from gandi-early's process.
+        # Every "grow" line of this boot came from gandi-mount's process.
         everywhere = guest.check("journalctl -b -o cat --no-pager -t gandi | grep '^grow ' || true")
-        assert everywhere.splitlines() == [line for line in gandi_lines(guest, "gandi-early.service")
+        assert everywhere.splitlines() == [line for line in gandi_lines(guest, "gandi-mount.service")
                                            if line.startswith("grow ")]
 
     def test_block_resize_grows_root_online(self, guest: Guest, figures):
@@ -282,7 +286,7 @@ class TestGptDisk:
         assert df_size(guest) > FS_SIZE + GIB // 2  # df of the 2 GiB filesystem: 1.9 GiB
         assert systemd_lines(guest, "gandi-resize@") == []
         assert any(line.startswith("grow /: grown: ")
-                   for line in gandi_lines(guest, "gandi-early.service"))
+                   for line in gandi_lines(guest, "gandi-mount.service"))
         assert guest.check("systemctl --failed --no-legend --plain") == ""
 
     def test_block_resize_grows_partition_and_root_online(self, guest: Guest, figures):
