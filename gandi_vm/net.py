@@ -27,9 +27,6 @@ CONFIGURED, SKIPPED, LEFT, FAILED, UNCHANGED, DETACHED = (
     "configured", "skipped", "left", "failed", "unchanged", "detached")
 MAX_BACKOFF = 30
 ETHTOOL_TIMEOUT = 10
-# The DHCP client calls the lease script with these (dhclient, dhcpcd: $reason; udhcpc: $1).
-BIND_EVENTS = {"BOUND", "RENEW", "REBIND", "REBOOT", "bound", "renew"}
-UNBIND_EVENTS = {"EXPIRE", "RELEASE", "STOP", "STOPPED", "deconfig", "DEPARTED"}
 
 
 class Outcome(Record):
@@ -465,6 +462,8 @@ def _unconfigure_stack(host: Host, name: str, record: Mapping[str, object]) -> N
         from gandi_vm import dhcp  # start-up cost (see gandi_vm.cli)
 
         dhcp.stop(host, str(record["client"]), name, host.path(dhcp.SCRIPT))
+        # left by an attach killed while it waited for the first lease (its unit stopped then)
+        host.remove(dhcp.waiting_marker(name))
     elif stack == netstack.NETWORKD:
         if host.remove(netstack.networkd_file(name)):
             netstack.networkd_reload(host)

@@ -377,6 +377,15 @@ def test_the_first_lease_is_handed_over_to_the_waiting_attach(host, network):
     assert sorted(os.listdir("/run/gandi/iface")) == ["dhclient.conf", "eth1.yaml"]
 
 
+def test_detach_removes_the_marker_of_an_attach_killed_while_it_waited(host, network):
+    # SIGTERM (the unit's stop) ends an attach without its cleanup; the stop's detach removes it.
+    net.attach(host, SETTINGS, "eth1")
+    with open(dhcp.waiting_marker("eth1"), "w", encoding="ascii") as f:
+        f.write("999999\n")
+    assert net.detach(host, SETTINGS, "eth1").state == "detached"
+    assert os.listdir("/run/gandi/iface") == ["dhclient.conf"]
+
+
 @pytest.mark.parametrize("offers", [{}, {"eth1": dict(OFFER, ip_address="10.0.1.500")}],
                          ids=["no server", "malformed lease"])
 def test_a_failed_attach_leaves_no_hand_over_behind(host, network, offers):
