@@ -64,6 +64,8 @@ def boot_disk_name(guest: Guest) -> str:
 
 
 def test_disks_mount_all_attached_at_boot_start_their_units_without_gandi_vm(guest: Guest):
+    boot = exec_trace(guest)  # since the boot: before any scenario ran a command
+    print(f"boot: gandi-vm execs {boot['gandi_vm']}, all execs {boot['execs']}")
     data = boot_disk_name(guest)
     assert mounted_source(guest, "/srv/bootdata") == f"/dev/{data}"
     assert f"disk {data}: mounted: ext4, label 'bootdata'" in unit_lines(guest, "gandi-mount.service")
