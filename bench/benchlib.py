@@ -125,20 +125,23 @@ def analyze_time(text: str) -> Dict[str, float]:
     return parts
 
 
-def exec_trace(guest: "Guest", clear: bool = False) -> Dict[str, Any]:
-    """What the kernel's trace buffer holds (since the boot, or since the last `clear`): the execs
-    not caused by the bench, in all and by kind (gandi_vm: /usr/bin/gandi-vm; python3: an
-    interpreter run by its own name; cloud_init: cloud-init's programs), the execs left out as the
-    bench's own (agent_execs), the busiest programs, and the events the buffer lost (None if the
-    kernel has no trace buffer or its header is missing). `clear` empties the buffer after the read,
-    so that the next read holds only what came later."""
-    then = "{ cat $d/trace; : >$d/trace; exit 0; }" if clear else "{ cat $d/trace; exit 0; }"
-    out = guest.run(f"for d in {TRACE_DIRS}; do [ -r $d/trace ] && {then}; done; exit 1",
+def exec_trace(guest: "Guest") -> Dict[str, Any]:
+    """What the kernel's trace buffer holds (since the boot, or since clear_trace()): the execs not
+    caused by the bench, in all and by kind (gandi_vm: /usr/bin/gandi-vm; python3: an interpreter
+    run by its own name; cloud_init: cloud-init's programs), the execs left out as the bench's own
+    (agent_execs), the busiest programs, and the events the buffer lost (None if the kernel has no
+    trace buffer or its header is missing)."""
+    out = guest.run(f"for d in {TRACE_DIRS}; do [ -r $d/trace ] && exec cat $d/trace; done; exit 1",
                     timeout=120)
     if out.returncode != 0:
         return {"execs": None, "gandi_vm": None, "python3": None, "cloud_init": None,
                 "agent_execs": None, "lost": None, "programs": {}}
     return count_execs(out.stdout)
+
+
+def clear_trace(guest: "Guest") -> None:
+    """Empty the trace buffer, so that the next exec_trace() holds only what came after."""
+    guest.run(f"for d in {TRACE_DIRS}; do [ -w $d/trace ] && : >$d/trace && exit 0; done; exit 1")
 
 
 def count_execs(trace: str) -> Dict[str, Any]:
