@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import signal
 import statistics
 import subprocess
@@ -127,16 +128,24 @@ def analyze_time(text: str) -> Dict[str, float]:
 
 def exec_trace(guest: "Guest") -> Dict[str, Any]:
     """What the kernel's trace buffer holds (since the boot, or since clear_trace()): the execs not
-    caused by the bench, in all and by kind (gandi_vm: /usr/bin/gandi-vm; python3: an interpreter
-    run by its own name; cloud_init: cloud-init's programs), the execs left out as the bench's own
-    (agent_execs), the busiest programs, and the events the buffer lost (None if the kernel has no
-    trace buffer or its header is missing)."""
+    caused by the bench, in all and by kind (gandi_vm: /usr/bin/gandi-vm; python: every Python
+    interpreter started, python3 itself or a script whose #! names python, as gandi-vm, cloud-init
+    or a DHCP client's event script are; cloud_init: cloud-init's programs), the execs left out as
+    the bench's own (agent_execs), every program with its count, and the events the buffer lost
+    (None if the kernel has no trace buffer or its header is missing)."""
     out = guest.run(f"for d in {TRACE_DIRS}; do [ -r $d/trace ] && exec cat $d/trace; done; exit 1",
                     timeout=120)
     if out.returncode != 0:
-        return {"execs": None, "gandi_vm": None, "python3": None, "cloud_init": None,
+        return {"execs": None, "gandi_vm": None, "python": None, "cloud_init": None,
                 "agent_execs": None, "lost": None, "programs": {}}
-    return count_execs(out.stdout)
+    counts = count_execs(out.stdout)
+    # The trace names the script, not its interpreter: read the scripts' first line in the guest.
+    names = " ".join(shlex.quote(name) for name in counts["programs"])
+    python = guest.run(f"for f in {names}; do head -n 1 \"$f\" 2>/dev/null | "
+                       "grep -aq '^#!.*python' && echo \"$f\"; done; true").stdout.split()
+    counts["python"] = sum(n for name, n in counts["programs"].items()
+                           if name in python or os.path.basename(name).startswith("python"))
+    return counts
 
 
 def clear_trace(guest: "Guest") -> None:
@@ -145,7 +154,8 @@ def clear_trace(guest: "Guest") -> None:
 
 
 def count_execs(trace: str) -> Dict[str, Any]:
-    """exec_trace's counts from the text of a trace buffer."""
+    """exec_trace's counts from the text of a trace buffer (all but the Python interpreters, which
+    need the guest's files)."""
     ours = set()  # pids forked by the guest agent, and their descendants
     programs: Counter = Counter()
     agent_execs = 0
@@ -164,12 +174,10 @@ def count_execs(trace: str) -> Dict[str, Any]:
                 programs[exec_.group(1)] += 1
     header = re.search(r"entries-in-buffer/entries-written: (\d+)/(\d+)", trace)
     return {"execs": sum(programs.values()), "gandi_vm": programs[GANDI_VM],
-            "python3": sum(n for name, n in programs.items()
-                           if os.path.basename(name).startswith("python3")),
             "cloud_init": sum(n for name, n in programs.items() if "cloud-init" in name),
             "agent_execs": agent_execs,
             "lost": int(header.group(2)) - int(header.group(1)) if header else None,
-            "programs": dict(programs.most_common(15))}
+            "programs": dict(programs.most_common())}
 
 
 def median(values: Sequence[Optional[float]]) -> Optional[float]:

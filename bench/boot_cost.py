@@ -18,9 +18,10 @@ runs its four stages at every boot, as on a cloud.
 For each measured boot: `systemd-analyze time` (kernel, initrd, userspace, and the time to the
 default target, multi-user or graphical, in userspace), the seconds from QEMU's start until
 `systemctl is-system-running --wait` returned, the processes executed during the boot (from the
-kernel's exec trace, see benchlib.TRACE_ARGS: all of them, and /usr/bin/gandi-vm's, python3's and
-cloud-init's), the gandi-* and cloud-* lines of `systemd-analyze blame`, and which of those units
-are ordered before sysinit.target (`systemctl list-dependencies --after sysinit.target`) and ran.
+kernel's exec trace, see benchlib.TRACE_ARGS: all of them, /usr/bin/gandi-vm's, the Python
+interpreters', cloud-init's), the gandi-* and cloud-* lines of `systemd-analyze blame`, and which
+of those units are ordered before sysinit.target (`systemctl list-dependencies --after
+sysinit.target`) and ran.
 
 Prints the medians and spread per kind, then issue 14's figures: a kind's cost is the median of
 its userspace time to the default target minus the bare kind's; the goal is cost(gandi) at most
@@ -71,7 +72,7 @@ resize_rootfs: true
 """
 # Figures in seconds, in the order they are printed; *_count are counts.
 FIGURES = ("system_running_s", "kernel_s", "initrd_s", "userspace_s", "target_s",
-           "units_blame_s", "execs_count", "gandi_vm_count", "python3_count", "cloud_init_count")
+           "units_blame_s", "execs_count", "gandi_vm_count", "python_count", "cloud_init_count")
 
 
 def seed(tmp: Path) -> Path:
@@ -118,7 +119,7 @@ def measure_boot(guest: Guest) -> Dict[str, Any]:
         **{k: times.get(k) for k in ("kernel_s", "initrd_s", "userspace_s")},
         "target_s": times.get("multi_user_s", times.get("graphical_s")),
         "units_blame_s": round(sum(seconds(f) for f in units.values()), 3),
-        **{f"{k}_count": traced[k] for k in ("execs", "gandi_vm", "python3", "cloud_init")},
+        **{f"{k}_count": traced[k] for k in ("execs", "gandi_vm", "python", "cloud_init")},
     }
     failed = guest.run("systemctl --failed --no-legend --plain").stdout.strip()
     return {"figures": figures, "state": guest.state, "systemd_analyze_time": analysis,
@@ -166,8 +167,9 @@ def report(results: Dict[str, Any]) -> None:
           "  kernel_s, initrd_s, userspace_s: `systemd-analyze time`; target_s: its "
           "'multi-user.target (or graphical.target)\n    reached after ... in userspace'\n"
           "  units_blame_s: the sum of the gandi-* and cloud-* lines of `systemd-analyze blame`\n"
-          "  *_count: execve() during the boot (kernel trace), all, and of /usr/bin/gandi-vm, "
-          "python3*, cloud-init's\n    programs; the bench's own (the guest agent's) left out")
+          "  *_count: execve() during the boot (kernel trace; the bench's own, the guest agent's, "
+          "left out): all, of\n    /usr/bin/gandi-vm, of Python (python3, or a script whose #! "
+          "names it), of cloud-init's programs")
 
     print("\nPer kind (last measured boot): units of the package in `systemd-analyze blame`")
     for kind in kinds:
@@ -185,7 +187,7 @@ def report(results: Dict[str, Any]) -> None:
                   f"({cost['system_running_s']:+.2f} s to running from QEMU's start), "
                   f"{cost['execs_count']:+.0f} processes (per reboot: "
                   f"{medians[kind]['gandi_vm_count']:.0f} gandi-vm, "
-                  f"{medians[kind]['python3_count']:.0f} python3, "
+                  f"{medians[kind]['python_count']:.0f} Python interpreters in all, "
                   f"{medians[kind]['cloud_init_count']:.0f} cloud-init)")
     ratio = costs.get("ratio")
     if ratio is not None:
