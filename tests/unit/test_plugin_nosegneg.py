@@ -12,9 +12,18 @@ from fakesys import FakeHost
 
 from gandi_vm.config import Settings
 from gandi_vm.host import Result
-from gandi_vm.plugins import CHANGED, FAILED, SKIPPED, UNCHANGED, Context, nosegneg
+from gandi_vm.plugins import CHANGED, FAILED, UNCHANGED, Context, nosegneg
 
 CONF = "/etc/ld.so.conf.d/libc6-xen.conf"
+MACHINE = ["i686"]  # what the fake os.uname() says; guest() sets it
+
+
+@pytest.fixture(autouse=True)
+def _uname(monkeypatch):
+    """The plugin reads the machine type from os.uname(), with no process: faked here."""
+    real = os.uname()
+    monkeypatch.setattr(os, "uname", lambda: os.uname_result(
+        (real.sysname, real.nodename, real.release, real.version, MACHINE[0])))
 
 
 def apply(host: FakeHost):
@@ -29,8 +38,8 @@ def guest(fs, machine: str = "i686", xen: str = "proc", root: str = "/") -> Fake
     elif xen == "sysfs":
         fs.create_file(os.path.join(root, "sys/hypervisor/type"), contents="xen\n")
     fs.create_dir(os.path.join(root, "etc/ld.so.conf.d"))
+    MACHINE[0] = machine
     host = FakeHost(root=root)
-    host.handlers["uname"] = lambda argv: Result(argv, 0, f"{machine}\n")
     host.handlers["ldconfig"] = lambda argv: Result(argv, 0)
     return host
 
@@ -45,7 +54,7 @@ def test_32_bit_xen_guest_gets_the_file_and_ldconfig(fs, xen):
     host = guest(fs, "i686", xen)
     assert apply(host).state == CHANGED
     assert read(CONF) == "hwcap 1 nosegneg\n"
-    assert host.commands == [["uname", "-m"], ["ldconfig"]]
+    assert host.commands == [["ldconfig"]]
 
 
 def test_second_apply_changes_nothing(fs):
@@ -54,7 +63,7 @@ def test_second_apply_changes_nothing(fs):
     before, host.commands[:] = snapshot(), []
     assert apply(host).state == UNCHANGED
     assert snapshot() == before
-    assert host.programs() == ["uname"]  # a query only, no ldconfig
+    assert host.programs() == []  # no process at all: not even a query
 
 
 @pytest.mark.parametrize("machine, xen", [("x86_64", "proc"), ("i686", ""), ("aarch64", "")])
@@ -63,17 +72,17 @@ def test_other_guests_lose_the_file(fs, machine, xen):
     fs.create_file(CONF, contents="hwcap 1 nosegneg\n")
     assert apply(host).state == CHANGED
     assert not os.path.exists(CONF)
-    assert host.programs() == ["uname", "ldconfig"]
+    assert host.programs() == ["ldconfig"]
     host.commands[:] = []
     assert apply(host).state == UNCHANGED
-    assert host.programs() == ["uname"]
+    assert host.programs() == []
 
 
 def test_other_guests_without_the_file_run_nothing(fs):
     host = guest(fs, "x86_64", "")
     assert apply(host).state == UNCHANGED
     assert not os.path.exists(CONF)
-    assert host.programs() == ["uname"]
+    assert host.programs() == []
 
 
 def test_the_owners_lines_are_kept(fs):
@@ -82,7 +91,7 @@ def test_the_owners_lines_are_kept(fs):
     apply(host)
     assert read(CONF) == "# mine\n/opt/lib32\nhwcap 1 nosegneg\n"
     # Moved to a 64-bit KVM host: our line goes, theirs stays.
-    host.handlers["uname"] = lambda argv: Result(argv, 0, "x86_64\n")
+    MACHINE[0] = "x86_64"
     os.rmdir("/proc/xen")
     assert apply(host).state == CHANGED
     assert read(CONF) == "# mine\n/opt/lib32\n"
@@ -92,16 +101,7 @@ def test_an_equivalent_line_of_the_owners_counts_as_ours(fs):
     host = guest(fs, "i686")
     fs.create_file(CONF, contents="# from the libc6-xen package\nhwcap  1  nosegneg\n")
     assert apply(host).state == UNCHANGED
-    assert host.programs() == ["uname"]
-
-
-def test_missing_uname_is_a_skip(fs):
-    host = guest(fs)
-    del host.handlers["uname"]
-    outcome = apply(host)
-    assert outcome.state == SKIPPED
-    assert "uname -m" in outcome.detail
-    assert not os.path.exists(CONF)
+    assert host.programs() == []
 
 
 def test_failing_ldconfig_is_reported(fs):
@@ -124,11 +124,11 @@ def test_dry_run_changes_no_byte(fs):
     plan = io.StringIO()
     host = FakeHost(dry_run=True, plan=plan)
     host.show_diffs = True
-    host.handlers["uname"] = lambda argv: Result(argv, 0, "i686\n")
+    MACHINE[0] = "i686"
     before = snapshot()
     assert apply(host).state == CHANGED
     assert snapshot() == before
-    assert host.programs() == ["uname"]
+    assert host.programs() == []
     assert "+hwcap 1 nosegneg" in plan.getvalue()
     assert "would run ldconfig" in plan.getvalue()
 
