@@ -184,6 +184,13 @@ def superblock_at(fstype: str) -> Tuple[int, int]:
     return {"xfs": (0, 512), "btrfs": (65536, 4096)}.get(fstype, (1024, 1024))
 
 
+def read_superblock(host: Host, fstype: str, node: str) -> bytes:
+    """The superblock `superblock_at` locates, read from the device node `node` (a guest path)
+    with no process: what growing checks, and fscheck's periodic check settings (no tune2fs)."""
+    offset, length = superblock_at(fstype)
+    return host.read_bytes(node, length, offset)
+
+
 class PvLabel(Record):
     uuid: str  # 32 characters, as the metadata writes it without its dashes
     size: int  # the device's size when pvcreate ran: pvresize does not update it
@@ -322,8 +329,7 @@ def _filesystem_size(host: Host, fstype: str, device: str, mountpoint: str) -> T
     cache, where ext4 and btrfs keep their live superblock. XFS logs its superblock changes, so
     the copy on disk can lag behind a grow: its size comes from statfs (data blocks without the
     internal log, which the superblock tells)."""
-    offset, length = superblock_at(fstype)
-    superblock = host.read_bytes(f"/dev/{device}", length, offset)
+    superblock = read_superblock(host, fstype, f"/dev/{device}")
     size, devid = filesystem_size(fstype, superblock)
     if fstype == "xfs":
         st = host.statvfs(mountpoint)

@@ -8,8 +8,8 @@ filesystem whose owner set either check is left alone.
 
 from __future__ import annotations
 
-import re
-from typing import Dict, Optional
+import struct
+from typing import Optional
 
 from gandi_vm import blockdev, log, mounts
 from gandi_vm.host import Host
@@ -22,7 +22,6 @@ FLAG = "CONFIG_FSCHECK"
 EXT = ("ext2", "ext3", "ext4")
 INTERVAL = "6m"
 TIMEOUT = 60
-_FIELD = re.compile(r"^(Maximum mount count|Check interval):\s*(-?[0-9]+)", re.MULTILINE)
 
 
 def apply(ctx: Context) -> Outcome:
@@ -38,34 +37,37 @@ def apply(ctx: Context) -> Outcome:
     device = root_device(host, root)
     if device is None:
         return ctx.skip(f"cannot find the device of / (source {root.source}, device {root.devno})")
-    listing = ctx.run(["tune2fs", "-l", device], timeout=TIMEOUT, changes=False)
-    if listing.returncode == 127:
-        return ctx.skip("tune2fs not found (e2fsprogs is not installed)")
-    if not listing.ok:
-        return ctx.fail(f"tune2fs -l {device}: {listing.why()}")
-    fields = superblock(listing.stdout)
-    if len(fields) != 2:
-        return ctx.fail(f"tune2fs -l {device}: no mount count or check interval in its output")
-    if fields["Maximum mount count"] > 0 or fields["Check interval"] != 0:
+    # Read from the superblock by this process: a boot where the checks are already set (every
+    # boot after the first) spawns no tune2fs at all.
+    from gandi_vm import grow  # start-up cost: only for an ext root
+
+    try:
+        superblock = grow.read_superblock(host, root.fstype, device)
+        grow.filesystem_size(root.fstype, superblock)  # checks its magic and block size
+    except OSError as e:
+        return ctx.fail(f"cannot read the superblock of {device}: {e.strerror or e}")
+    except grow.Refused as e:
+        return ctx.fail(f"{device}: {e}")
+    # s_max_mnt_count (signed: -1 is disabled, as tune2fs -l prints it), s_checkinterval (seconds)
+    max_count, = struct.unpack_from("<h", superblock, 0x36)
+    interval, = struct.unpack_from("<I", superblock, 0x44)
+    if max_count > 0 or interval != 0:
         return ctx.done()
     log.info("fscheck: periodic checks of %s are disabled; setting a %s interval", device, INTERVAL)
-    result = ctx.run(["tune2fs", "-i", INTERVAL, device], timeout=TIMEOUT)
+    result = ctx.run(["tune2fs", "-i", INTERVAL, host.path(device)], timeout=TIMEOUT)
+    if result.returncode == 127:
+        return ctx.skip("tune2fs not found (e2fsprogs is not installed)")
     if not result.ok:
         return ctx.fail(f"tune2fs -i {INTERVAL} {device}: {result.why()}")
     return ctx.done()
 
 
 def root_device(host: Host, root: mounts.Mount) -> Optional[str]:
-    """The real path of the device node mounted on /: its source when that node exists (not the
+    """The guest path of the device node mounted on /: its source when that node exists (not the
     kernel's placeholder /dev/root), else the node named by its device number in sysfs."""
     if root.source.startswith("/dev/") and host.exists(root.source):
-        return host.path(root.source)
+        return root.source
     name = blockdev.name_of_devno(host, root.devno)
     if name is not None and host.exists(f"/dev/{name}"):
-        return host.path(f"/dev/{name}")
+        return f"/dev/{name}"
     return None
-
-
-def superblock(listing: str) -> Dict[str, int]:
-    """The two check settings from `tune2fs -l` ("Check interval: 0 (<none>)")."""
-    return {m.group(1): int(m.group(2)) for m in _FIELD.finditer(listing)}

@@ -5,39 +5,34 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 from typing import List
 
 import pytest
-from fakesys import FakeHost, system, write_mountinfo
+from fakesys import FakeHost, ext4_superblock, system, write_device, write_mountinfo
 
 from gandi_vm.config import Settings
 from gandi_vm.host import Result
 from gandi_vm.plugins import CHANGED, FAILED, SKIPPED, UNCHANGED, Context, fscheck
 
 
-def listing(max_count: int, interval: int) -> str:
-    """`tune2fs -l` output, cut to the lines around the two that matter."""
-    shown = f"{interval} ({'<none>' if interval == 0 else f'{interval // 86400} days'})"
-    return ("tune2fs 1.47.0 (5-Feb-2023)\n"
-            "Filesystem volume name:   <none>\n"
-            "Mount count:              7\n"
-            f"Maximum mount count:      {max_count}\n"
-            "Last checked:             Mon Jan  1 00:00:00 2024\n"
-            f"Check interval:           {shown}\n"
-            "Lifetime writes:          4 GB\n")
+def superblock(max_count: int = -1, interval: int = 0) -> bytes:
+    """An ext4 superblock (as mke2fs writes one) with these two check settings."""
+    sb = bytearray(ext4_superblock(20 << 30))
+    struct.pack_into("<h", sb, 0x36, max_count)
+    struct.pack_into("<I", sb, 0x44, interval)
+    return bytes(sb)
 
 
 class Tune2fs:
-    """tune2fs against one superblock: -l shows it, -i 6m sets its interval."""
+    """tune2fs -i 6m: sets the interval in the superblock of the device it is given."""
 
-    def __init__(self, max_count: int = -1, interval: int = 0):
-        self.max_count, self.interval = max_count, interval
+    def __init__(self, root: str = "/"):
+        self.root = root
 
     def __call__(self, argv: List[str]) -> Result:
-        if argv[1] == "-l":
-            return Result(argv, 0, listing(self.max_count, self.interval))
         if argv[1:3] == ["-i", "6m"]:
-            self.interval = 15552000
+            write_device(os.path.basename(argv[3]), superblock(-1, 15552000), 1024, root=self.root)
             return Result(argv, 0, "Setting interval between checks to 15552000 seconds\n")
         return Result(argv, 1, stderr="tune2fs: bad arguments")
 
@@ -49,6 +44,7 @@ def apply(host: FakeHost):
 @pytest.fixture
 def guest(host):
     """The plain guest of conftest (/dev/vda1, ext4, on /) with checks disabled, as mke2fs makes it."""
+    write_device("vda1", superblock(), 1024)
     host.handlers["tune2fs"] = Tune2fs()
     return host
 
@@ -56,7 +52,7 @@ def guest(host):
 def test_disabled_checks_get_a_six_month_interval(guest):
     outcome = apply(guest)
     assert outcome.state == CHANGED
-    assert guest.commands == [["tune2fs", "-l", "/dev/vda1"], ["tune2fs", "-i", "6m", "/dev/vda1"]]
+    assert guest.commands == [["tune2fs", "-i", "6m", "/dev/vda1"]]
     assert outcome.detail == "tune2fs -i 6m /dev/vda1"
 
 
@@ -64,15 +60,14 @@ def test_second_apply_changes_nothing(guest):
     apply(guest)
     guest.commands[:] = []
     assert apply(guest).state == UNCHANGED
-    assert guest.commands == [["tune2fs", "-l", "/dev/vda1"]]  # a query only
+    assert guest.commands == []  # read from the superblock: no process at all
 
 
 @pytest.mark.parametrize("max_count, interval", [(30, 0), (-1, 2592000), (0, 604800), (20, 15552000)])
 def test_checks_the_owner_set_are_kept(guest, max_count, interval):
-    guest.handlers["tune2fs"] = Tune2fs(max_count, interval)
+    write_device("vda1", superblock(max_count, interval), 1024)
     assert apply(guest).state == UNCHANGED
-    assert guest.programs() == ["tune2fs"]
-    assert len(guest.commands) == 1
+    assert guest.commands == []
 
 
 @pytest.mark.parametrize("fstype", ["xfs", "btrfs"])
@@ -110,36 +105,51 @@ def test_nothing_on_root_is_a_skip(guest, fs):
 
 
 def test_failures_of_tune2fs_are_reported(guest):
-    guest.handlers["tune2fs"] = lambda argv: Result(argv, 1, stderr="tune2fs: Bad magic number in superblock")
+    guest.handlers["tune2fs"] = lambda argv: Result(argv, 1, stderr="tune2fs: Device or resource busy")
     outcome = apply(guest)
     assert outcome.state == FAILED
-    assert "Bad magic number" in outcome.detail
+    assert "tune2fs -i 6m /dev/vda1: " in outcome.detail and "busy" in outcome.detail
 
 
-def test_output_without_the_fields_is_reported(guest):
-    guest.handlers["tune2fs"] = lambda argv: Result(argv, 0, "tune2fs 1.47.0\n")
-    assert apply(guest).state == FAILED
+def test_a_superblock_without_the_ext_magic_is_reported_and_nothing_runs(guest):
+    write_device("vda1", bytes(1024), 1024)
+    outcome = apply(guest)
+    assert outcome.state == FAILED
+    assert outcome.detail == "/dev/vda1: no ext4 superblock"
+    assert guest.commands == []
+
+
+def test_an_unreadable_device_is_reported(guest, fs):
+    os.remove("/dev/vda1")
+    fs.create_dir("/dev/vda1")  # exists, but cannot be read as a device
+    outcome = apply(guest)
+    assert outcome.state == FAILED
+    assert outcome.detail.startswith("cannot read the superblock of /dev/vda1")
+    assert guest.commands == []
 
 
 def test_under_root_the_roots_device_node_is_used(fs):
     system(fs, root="/vm")
+    write_device("vda1", superblock(), 1024, root="/vm")
     host = FakeHost(root="/vm")
-    host.handlers["tune2fs"] = Tune2fs()
+    host.handlers["tune2fs"] = Tune2fs(root="/vm")
     assert apply(host).state == CHANGED
     assert host.commands[-1] == ["tune2fs", "-i", "6m", "/vm/dev/vda1"]
 
 
-def test_dry_run_plans_the_change_and_runs_only_the_query(fs):
+def test_dry_run_plans_the_change_and_runs_nothing(fs):
     system(fs)
+    write_device("vda1", superblock(), 1024)
     plan = io.StringIO()
     host = FakeHost(dry_run=True, plan=plan)
     host.show_diffs = True
-    tune2fs = host.handlers["tune2fs"] = Tune2fs()
+    host.handlers["tune2fs"] = Tune2fs()
     with open("/proc/self/mountinfo", "rb") as f:
         before = f.read(), sorted(os.listdir("/"))
     assert apply(host).state == CHANGED
-    assert host.commands == [["tune2fs", "-l", "/dev/vda1"]]
-    assert tune2fs.interval == 0
+    assert host.commands == []
+    with open("/dev/vda1", "rb") as f:
+        assert f.read()[1024:] == superblock()
     assert "would run tune2fs -i 6m /dev/vda1" in plan.getvalue()
     with open("/proc/self/mountinfo", "rb") as f:
         assert (f.read(), sorted(os.listdir("/"))) == before
