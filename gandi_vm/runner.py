@@ -5,8 +5,10 @@ the owner's executables in GANDI_PLUGIN_DIR (historic /etc/gandi/plugins.d layou
 executables only, package manager leftovers skipped), each with a timeout; then the hook
 post-vm-config. Before the plugins, first-boot work: the platform's swap disk and config drive
 (gandi_vm/swap.py) and the instance's provisioning (gandi_vm/provision.py), each reported like
-a plugin. A failing plugin is reported in one line and the others still run; the exit status
-says whether any failed. Each plugin's duration is logged.
+a plugin; on a boot where sysfs and the udev database show none of the platform's disks (every
+reboot of an instance without them) both are skipped without loading provision. A failing
+plugin is reported in one line and the others still run; the exit status says whether any
+failed. Each plugin's duration is logged.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from gandi_vm import log, plugins
 from gandi_vm.config import Settings
 from gandi_vm.hooks import run_hook
 from gandi_vm.host import Host, UnknownName, printable
-from gandi_vm.plugins import FAILED, Context, Outcome
+from gandi_vm.plugins import FAILED, SKIPPED, Context, Outcome
 from gandi_vm.record import Record
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
@@ -28,6 +30,10 @@ if TYPE_CHECKING:
 
 
 LOCAL_TIMEOUT = 120
+# Where provisioning finds the platform's drives (provision.DRIVE_DIR, openstack.LABELS; a unit
+# test pins them): repeated so that a boot without them does not import provision to learn it.
+DRIVE_DIR = "/gandi"
+CONFIG_DRIVE_LABELS = ("config-2", "CONFIG-2")
 _LEFTOVERS = (".dpkg-old", ".dpkg-new", ".dpkg-dist", ".dpkg-tmp", ".rpmnew", ".rpmsave", "~")
 
 
@@ -81,10 +87,58 @@ def apply(host: Host, settings: Settings, only: Optional[str] = None,
 
 
 def _first_boot(host: Host, settings: Settings) -> List[Ran]:
+    nothing = _no_platform_media(host, settings)
+    if nothing is not None:
+        # A reboot of an instance without the platform's disks: nothing for swap or provision to
+        # find, and provision's modules (json, hashlib, tarfile, dataclasses...) are not loaded.
+        return [_report(Ran(name, Outcome(SKIPPED, nothing), 0.0), host)
+                for name in ("swap", "provision")]
     from gandi_vm import provision, swap
 
     return [_step(host, "swap", lambda: _swap_outcome(swap.setup(host, settings))),
             _step(host, "provision", lambda: provision.run(host, settings))]
+
+
+def _no_platform_media(host: Host, settings: Settings) -> Optional[str]:
+    """Why swap.setup and provision.run would find nothing this boot, read from files alone
+    (sysfs, the udev database): None when they may find something, and must run.
+
+    They look for the platform's swap disk (CONFIG_SWAP_DEVICE, the fixed names, a `gandiswap`
+    partition, a swap signature) and config drives (/gandi, a filesystem labelled config-2),
+    probing with blkid what the kernel does not name. udev's blkid builtin already probed every
+    device it has processed: its database says the same without a process. A device udev has
+    not processed yet (no entry) may hold anything: then they run, and probe it themselves."""
+    from gandi_vm import swap  # light: the modules of the disk handlers, not provision's
+
+    if not (settings.swap or settings.provision):
+        return "CONFIG_SWAP=0 and CONFIG_PROVISION=0: no platform disk looked for"
+    if settings.swap_device or host.exists(DRIVE_DIR):
+        return None
+    for name in host.listdir("/sys/class/block"):
+        if name in swap.FIXED_NAMES:
+            return None
+        properties = _udev_properties(host, name)
+        if properties is None:
+            return None
+        if (swap.PARTNAME in (swap.partname(host, name), properties.get("ID_PART_ENTRY_NAME"))
+                or properties.get("ID_FS_TYPE") == "swap"
+                or properties.get("ID_FS_LABEL") in CONFIG_DRIVE_LABELS):
+            return None
+    return ("no platform swap disk nor config drive present (sysfs and the udev database, "
+            "no probe)")
+
+
+def _udev_properties(host: Host, name: str) -> Optional[Dict[str, str]]:
+    """The properties udev recorded for a block device (its database: what its rules and
+    builtins found, blkid's included), or None when udev has not processed the device."""
+    devno = host.read_attr(f"/sys/class/block/{name}/dev")
+    try:
+        text = host.read_text(f"/run/udev/data/b{devno}") if devno else None
+    except OSError:
+        text = None
+    if text is None:
+        return None
+    return dict(line[2:].partition("=")[::2] for line in text.split("\n") if line.startswith("E:"))
 
 
 def _swap_outcome(said: List[str]) -> Outcome:

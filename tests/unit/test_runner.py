@@ -151,3 +151,81 @@ def test_a_detail_quoting_hostile_data_is_logged_on_one_line(fs, monkeypatch, ca
     assert message.startswith(r"plugin ssh: failed: sshd said: bad\nplugin ssh: changed\r\x1b[2J"
                               r"\u2028\udcff (")
     assert message.isprintable()
+
+
+# -- first-boot work: skipped when no platform disk is present (issue 14) --------------------------
+def udev_db(devno: str, **properties: str) -> None:
+    """udev's database entry of a processed block device, with the properties its rules set."""
+    os.makedirs("/run/udev/data", exist_ok=True)
+    with open(f"/run/udev/data/b{devno}", "w", encoding="utf-8") as f:
+        f.write("S:disk/by-id/virtio-x\n" + "".join(f"E:{k}={v}\n" for k, v in properties.items())
+                + "G:systemd\n")
+
+
+@pytest.fixture
+def rebooted(fs, monkeypatch):
+    """The plain guest (vda, / on vda1) after udev processed both devices, with the first-boot
+    steps replaced by recorders: what is tested is whether the runner calls them."""
+    from fakesys import system
+
+    from gandi_vm import provision, swap
+
+    system(fs)
+    udev_db("253:0", ID_PART_TABLE_TYPE="gpt")
+    udev_db("253:1", ID_FS_TYPE="ext4", ID_FS_LABEL="root", ID_PART_ENTRY_NAME="root")
+    called: List[str] = []
+    monkeypatch.setattr(swap, "setup", lambda host, settings: called.append("swap") or ["swap: x"])
+    monkeypatch.setattr(provision, "run", lambda host, settings: called.append("provision")
+                        or Outcome("unchanged"))
+    monkeypatch.setattr(runner, "modules", lambda: [])
+    return called
+
+
+def test_a_reboot_without_platform_disks_skips_swap_and_provision_with_no_process(rebooted):
+    host = FakeHost()
+    ran = runner.apply(host, Settings())
+    assert [(r.name, r.outcome.state) for r in ran] == [("swap", "skipped"), ("provision", "skipped")]
+    assert "no platform swap disk nor config drive present" in ran[0].outcome.detail
+    assert rebooted == [] and host.commands == []
+
+
+def test_both_switched_off_is_said_so(rebooted):
+    ran = runner.apply(FakeHost(), replace(Settings(), swap=False, provision=False))
+    assert ran[0].outcome.detail == "CONFIG_SWAP=0 and CONFIG_PROVISION=0: no platform disk looked for"
+    assert rebooted == []
+
+
+def _fixed_name_disk(fs):
+    from fakesys import add_disk
+
+    add_disk(fs, "sdb", "8:16", 2097152)
+    udev_db("8:16")
+
+
+@pytest.mark.parametrize("present", [
+    pytest.param(lambda fs: udev_db("253:1", ID_FS_TYPE="swap", ID_FS_LABEL="swap"), id="swap-signature"),
+    pytest.param(lambda fs: udev_db("253:1", ID_PART_ENTRY_NAME="gandiswap"), id="gandiswap-udev"),
+    pytest.param(lambda fs: fs.create_file("/sys/class/block/vda1/uevent",
+                                           contents="MAJOR=253\nMINOR=1\nPARTNAME=gandiswap\n"),
+                 id="gandiswap-sysfs"),
+    pytest.param(lambda fs: udev_db("253:1", ID_FS_TYPE="iso9660", ID_FS_LABEL="config-2"), id="config-2"),
+    pytest.param(lambda fs: udev_db("253:1", ID_FS_TYPE="vfat", ID_FS_LABEL="CONFIG-2"), id="CONFIG-2"),
+    pytest.param(lambda fs: os.remove("/run/udev/data/b253:1"), id="not-processed-by-udev-yet"),
+    pytest.param(lambda fs: fs.create_dir("/gandi"), id="drive-directory"),
+    pytest.param(_fixed_name_disk, id="fixed-name"),
+])
+def test_any_sign_of_a_platform_disk_runs_swap_and_provision(rebooted, fs, present):
+    present(fs)
+    runner.apply(FakeHost(), Settings())
+    assert rebooted == ["swap", "provision"]
+
+
+def test_a_swap_device_named_by_the_owner_runs_swap_and_provision(rebooted):
+    runner.apply(FakeHost(), replace(Settings(), swap_device="/dev/vdb"))
+    assert rebooted == ["swap", "provision"]
+
+
+def test_the_drives_the_gate_looks_for_are_provisions():
+    from gandi_vm import openstack, provision
+
+    assert (runner.DRIVE_DIR, runner.CONFIG_DRIVE_LABELS) == (provision.DRIVE_DIR, openstack.LABELS)
