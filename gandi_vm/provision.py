@@ -36,11 +36,11 @@ import json
 import os
 import re
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from gandi_vm import log
 from gandi_vm.host import Host, lines, printable
+from gandi_vm.record import Record
 from gandi_vm.sysfs import quoted
 
 
@@ -85,18 +85,16 @@ class ProvisionError(Exception):
 
 
 # -- facts of the system the document is checked against -----------------------------------------
-@dataclass(frozen=True)
-class Account:
+class Account(Record):
     uid: int
     gid: int
     home: str
 
 
-@dataclass
-class Facts:
-    accounts: Dict[str, Account] = field(default_factory=dict)
-    groups: Set[str] = field(default_factory=set)
-    shells: Set[str] = field(default_factory=set)
+class Facts(Record, mutable=True):
+    accounts: Dict[str, Account] = {}
+    groups: Set[str] = set()
+    shells: Set[str] = set()
     # why a zone cannot be used (no tzdata, no such zone), or None when it can
     zone_problem: Callable[[str], Optional[str]] = lambda zone: None
 
@@ -135,30 +133,34 @@ def _read_lines(host: Host, path: str) -> List[str]:
 
 
 # -- what a document asks for --------------------------------------------------------------------
-@dataclass
-class User:
+class User(Record, mutable=True):
     path: str  # its JSON path ("root", "users[1]"), for messages
     name: str
-    password_hash: Optional[str] = field(default=None, repr=False)  # never shown
-    keys: List[str] = field(default_factory=list)  # normalized one-line keys, each once
+    password_hash: Optional[str] = None  # never shown (see __repr__)
+    keys: List[str] = []  # normalized one-line keys, each once
     sudo: bool = False
     # CONFIG_PROVISION_USER on config-2: the only way in is its key, and root gets none, so it
     # gets what cloud images give their default user, sudo without a password.
     passwordless_sudo: bool = False
-    groups: List[str] = field(default_factory=list)
+    groups: List[str] = []
     shell: Optional[str] = None
     create: bool = False  # not an account yet
 
+    def __repr__(self) -> str:
+        # A hash is never logged: a repr ends up in tracebacks and debug lines.
+        hidden = "'<hidden>'" if self.password_hash is not None else "None"
+        return super().__repr__().replace(f"password_hash={self.password_hash!r}",
+                                          f"password_hash={hidden}", 1)
 
-@dataclass
-class Request:
+
+class Request(Record, mutable=True):
     source: str  # "gandi" or "config-2"
     origin: str  # the file it came from, for messages
     instance_id: Optional[str] = None
     hostname: Optional[str] = None
     timezone: Optional[str] = None
-    users: List[User] = field(default_factory=list)
-    problems: List[str] = field(default_factory=list)
+    users: List[User] = []
+    problems: List[str] = []
 
 
 def load(data: bytes, origin: str) -> Dict[str, Any]:
@@ -499,13 +501,12 @@ def _now() -> str:
 
 
 # -- applying ------------------------------------------------------------------------------------
-@dataclass
-class Applied:
+class Applied(Record, mutable=True):
     """What a run did: problems (skipped, with why) and failures (a command that failed)."""
 
-    skipped: List[str] = field(default_factory=list)
-    failed: List[str] = field(default_factory=list)
-    changes: List[str] = field(default_factory=list)
+    skipped: List[str] = []
+    failed: List[str] = []
+    changes: List[str] = []
 
 
 def run(host: Host, settings: Any):

@@ -8,7 +8,7 @@ import json
 import logging
 import os
 import struct
-from dataclasses import replace
+from gandi_vm.record import replace
 from typing import List, Optional
 
 import pytest
@@ -214,6 +214,10 @@ def test_the_plan_shows_no_hash_and_one_line_per_key():
     assert "user alice: set the password (crypt hash, not shown)" in steps
     assert sum("authorize ssh-ed25519" in step for step in steps) == 3
     assert not any(SHA512 in s or YESCRYPT in s or "\n" in s for s in steps)
+    # A repr lands in tracebacks and debug lines: it hides the hash too.
+    shown = repr(request)
+    assert SHA512 not in shown and YESCRYPT not in shown and "password_hash='<hidden>'" in shown
+    assert "password_hash=None" in repr(provision.User("users[0]", "bob"))
 
 
 def test_openstack_meta_data():
