@@ -229,3 +229,78 @@ def test_the_drives_the_gate_looks_for_are_provisions():
     from gandi_vm import openstack, provision
 
     assert (runner.DRIVE_DIR, runner.CONFIG_DRIVE_LABELS) == (provision.DRIVE_DIR, openstack.LABELS)
+
+
+# -- a reboot where nothing changed: config apply spawns no process (issue 14) ---------------------
+SSHD_T = "permitrootlogin without-password\npermitemptypasswords no\n"
+
+
+@pytest.fixture
+def debian(fs, monkeypatch):
+    """A Debian-like guest where every built-in plugin has something to do at the first apply:
+    a lease with a name and name servers, a serial console, sshd with its host keys, tzdata,
+    the shipped sysctl file, update-motd.d, /etc/crontab, an ext4 root with checks disabled;
+    udev processed the system disk; x86_64 on KVM."""
+    from fakeroot import lease, put
+    from fakesys import ext4_superblock, system, write_device
+
+    from gandi_vm.plugins import ssh
+
+    system(fs)
+    udev_db("253:0", ID_PART_TABLE_TYPE="gpt")
+    udev_db("253:1", ID_FS_TYPE="ext4")
+    write_device("vda1", ext4_superblock(20 << 30), 1024)  # max mount count 0, interval 0
+    lease(hostname="web1", dns=["192.0.2.53"], domain="example.com")
+    put("/proc/sys/kernel/hostname", "debian\n")
+    put("/proc/cmdline", "root=/dev/vda1 console=ttyS0\n")
+    put("/proc/consoles", "ttyS0                -W- (EC p a)    4:64\n")
+    put("/lib/systemd/system/serial-getty@.service", "[Unit]\n")
+    fs.create_dir("/run/systemd/system")
+    put("/etc/hosts", "127.0.0.1\tlocalhost\n")
+    put("/etc/resolv.conf", "nameserver 10.0.0.1\n")
+    put("/usr/share/zoneinfo/Europe/Paris", "TZif2")
+    put(ssh.SSHD_BINARY, "", mode=0o755)
+    put(ssh.SSHD_CONFIG, "Include /etc/ssh/sshd_config.d/*.conf\nUsePAM yes\n")
+    for kind in ssh.KEY_TYPES:
+        put(f"/etc/ssh/ssh_host_{kind}_key", "private\n", mode=0o600)
+        put(f"/etc/ssh/ssh_host_{kind}_key.pub", f"ssh-{kind} AAAA\n")
+    put("/etc/gandi/sysctl.conf", "vm.swappiness = 10\n")
+    fs.create_dir("/etc/sysctl.d")
+    fs.create_dir("/etc/update-motd.d")
+    put("/etc/machine-id", "0123456789abcdef0123456789abcdef\n")
+    put("/etc/crontab", "17 *\t* * *\troot\tcd / && run-parts --report /etc/cron.hourly\n")
+    fs.create_dir("/etc/ld.so.conf.d")
+    real = os.uname()
+    monkeypatch.setattr(os, "uname", lambda: os.uname_result(
+        (real.sysname, real.nodename, real.release, real.version, "x86_64")))
+
+    def tune2fs(argv: List[str]) -> Result:
+        superblock = bytearray(ext4_superblock(20 << 30))
+        superblock[0x44:0x48] = (15552000).to_bytes(4, "little")
+        write_device("vda1", bytes(superblock), 1024)
+        return Result(argv, 0)
+
+    def hostname(argv: List[str]) -> Result:
+        put("/proc/sys/kernel/hostname", argv[1] + "\n")
+        return Result(argv, 0)
+
+    host = FakeHost()
+    host.handlers.update({"sshd": lambda argv: Result(argv, 0, SSHD_T), "tune2fs": tune2fs,
+                          "hostname": hostname, "sysctl": lambda argv: Result(argv, 0)})
+    return host
+
+
+def test_the_second_apply_of_a_reboot_spawns_no_process_and_changes_nothing(debian):
+    from fakeroot import snapshot
+
+    first = {r.name: r.outcome.state for r in runner.apply(debian, Settings())}
+    assert debian.programs() == ["hostname", "sshd", "sysctl", "tune2fs"]  # all had work
+    assert [name for name, state in first.items() if state == "changed"] == [
+        "console", "hostname", "nameserver", "timezone", "ssh", "motd", "sysctl", "cron", "fscheck"]
+    debian.commands[:] = []
+    before = snapshot()
+    again = {r.name: r.outcome.state for r in runner.apply(debian, Settings())}
+    assert debian.commands == []
+    assert snapshot() == before
+    assert again == {"swap": "skipped", "provision": "skipped", **{
+        name: "unchanged" for name in first if name not in ("swap", "provision")}}
