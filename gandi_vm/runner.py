@@ -6,7 +6,8 @@ executables only, package manager leftovers skipped), each with a timeout; then 
 post-vm-config. Before the plugins, first-boot work: the platform's swap disk and config drive
 (gandi_vm/swap.py) and the instance's provisioning (gandi_vm/provision.py), each reported like
 a plugin; on a boot where sysfs and the udev database show none of the platform's disks (every
-reboot of an instance without them) both are skipped without loading provision. A failing
+reboot of an instance without them) both are skipped, with no probe and without loading the
+config drive's modules. A failing
 plugin is reported in one line and the others still run; the exit status says whether any
 failed. Each plugin's duration is logged.
 """
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 
 LOCAL_TIMEOUT = 120
 # Where provisioning finds the platform's drives (provision.DRIVE_DIR, openstack.LABELS; a unit
-# test pins them): repeated so that a boot without them does not import provision to learn it.
+# test pins them): repeated so that a boot without them does not import openstack to learn it.
 DRIVE_DIR = "/gandi"
 CONFIG_DRIVE_LABELS = ("config-2", "CONFIG-2")
 _LEFTOVERS = (".dpkg-old", ".dpkg-new", ".dpkg-dist", ".dpkg-tmp", ".rpmnew", ".rpmsave", "~")
@@ -90,7 +91,8 @@ def _first_boot(host: Host, settings: Settings) -> List[Ran]:
     nothing = _no_platform_media(host, settings)
     if nothing is not None:
         # A reboot of an instance without the platform's disks: nothing for swap or provision to
-        # find, and provision's modules (json, hashlib, tarfile, dataclasses...) are not loaded.
+        # find, and neither blkid nor the config drive's modules (configdrive, openstack:
+        # hashlib, tarfile, dataclasses...) are needed to learn it.
         return [_report(Ran(name, Outcome(SKIPPED, nothing), 0.0), host)
                 for name in ("swap", "provision")]
     from gandi_vm import provision, swap
