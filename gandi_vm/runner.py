@@ -7,9 +7,8 @@ post-vm-config. Before the plugins, first-boot work: the platform's swap disk an
 (gandi_vm/swap.py) and the instance's provisioning (gandi_vm/provision.py), each reported like
 a plugin; on a boot where sysfs and the udev database show none of the platform's disks (every
 reboot of an instance without them) both are skipped, with no probe and without loading the
-config drive's modules. A failing
-plugin is reported in one line and the others still run; the exit status says whether any
-failed. Each plugin's duration is logged.
+config drive's modules. A failing plugin is reported in one line and the others still run;
+the exit status says whether any failed. Each plugin's duration is logged.
 """
 
 from __future__ import annotations
