@@ -49,6 +49,10 @@ CONFIG = "/gandi/config"
 INIT = "/gandi/init"
 STATE_DIR = "/var/lib/gandi-vm"
 RECORD = "/var/lib/gandi-vm/instance.json"
+# Held while a request is applied and recorded, and by a plugin run alone (interface attach's
+# lease plugins): the lease's hostname plugin runs in parallel with config apply at boot, and
+# must see the name provisioning set (instance_set) or set its own before it, never in between.
+INSTANCE_LOCK = "instance"
 POSTBOOT_MARKER = "/var/lib/gandi-vm/postboot-pending"
 
 MAX_DOCUMENT = 1 << 20  # a configuration document is a few KiB; more is not one
@@ -591,21 +595,22 @@ def declare(host: Host, settings: Any, request: Request, applied: Applied) -> No
         _skip(applied, f"{request.origin}: no instance id, nothing applied (it is what makes "
                        "provisioning happen once per instance)")
         return
-    previous = record(host)
-    if previous.get("instance_id") == request.instance_id and previous.get("applied_at"):
-        log.info("provision: instance %s was provisioned at %s, nothing applied again",
-                 quoted(request.instance_id, 64), previous.get("applied_at"))
-        return
-    facts = gather(host, settings)
-    prefix = "(dry run) " if host.dry_run else ""
-    for step in plan(request, facts):
-        log.info("%sprovision: %s", prefix, step)
-    done = _apply(host, settings, request, facts, applied)
-    data = {key: value for key, value in previous.items() if key == "script"}
-    data.update({"source": request.source, "origin": request.origin,
-                 "instance_id": request.instance_id, "applied_at": _now(),
-                 "skipped": applied.skipped + applied.failed, "set": done})
-    _save(host, data)
+    with host.lock(INSTANCE_LOCK):
+        previous = record(host)
+        if previous.get("instance_id") == request.instance_id and previous.get("applied_at"):
+            log.info("provision: instance %s was provisioned at %s, nothing applied again",
+                     quoted(request.instance_id, 64), previous.get("applied_at"))
+            return
+        facts = gather(host, settings)
+        prefix = "(dry run) " if host.dry_run else ""
+        for step in plan(request, facts):
+            log.info("%sprovision: %s", prefix, step)
+        done = _apply(host, settings, request, facts, applied)
+        data = {key: value for key, value in previous.items() if key == "script"}
+        data.update({"source": request.source, "origin": request.origin,
+                     "instance_id": request.instance_id, "applied_at": _now(),
+                     "skipped": applied.skipped + applied.failed, "set": done})
+        _save(host, data)
 
 
 def _apply(host: Host, settings: Any, request: Request, facts: Facts,

@@ -69,20 +69,24 @@ def apply(host: Host, settings: Settings, only: Optional[str] = None,
     """Run the plugins. `only` runs one, even when its flag is off (asked by hand), unless
     `respect_flag` (asked by the code, such as interface attach)."""
     chosen = modules()
+    host.show_diffs = True  # a dry run shows every file it would change as a unified diff
     if only is not None:
         chosen = [m for m in chosen if _name(m) == only]
         if not chosen:
             raise UnknownPlugin(f"no plugin named {only!r} (see `gandi-vm config list`)")
-    host.show_diffs = True  # a dry run shows every file it would change as a unified diff
+        from gandi_vm import provision
+
+        # Not while config apply provisions the instance (see provision.INSTANCE_LOCK).
+        with host.lock(provision.INSTANCE_LOCK):
+            return [_run(host, settings, module, not respect_flag) for module in chosen]
     # First-boot work comes first, inside this process that boot starts anyway (no interpreter
     # of its own): the platform's swap disk and config drive, then the instance's configuration
     # and /gandi/init, so that the plugins after them see what they set.
-    ran = _first_boot(host, settings) if only is None else []
-    ran += [_run(host, settings, module, only is not None and not respect_flag) for module in chosen]
-    if only is None:
-        ran += _run_local(host, settings)
-        if not host.dry_run:
-            run_hook(host, settings.hook_dir, "post-vm-config", [])
+    ran = _first_boot(host, settings)
+    ran += [_run(host, settings, module, False) for module in chosen]
+    ran += _run_local(host, settings)
+    if not host.dry_run:
+        run_hook(host, settings.hook_dir, "post-vm-config", [])
     return ran
 
 

@@ -533,6 +533,47 @@ def test_config_apply_only_one_plugin_does_no_first_boot_work(guest, monkeypatch
     assert [r.name for r in ran] == ["motd"] and not os.path.exists(provision.RECORD)
 
 
+class HeldLocks:
+    """Host.lock's stand-in: which locks are held, to look at from inside what runs under them."""
+
+    def __init__(self):
+        self.held: List[str] = []
+
+    def __call__(self, name: str) -> "HeldLocks":
+        self.held.append(name)
+        return self
+
+    def __enter__(self) -> None:
+        pass
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.held.pop()
+
+
+def test_the_instance_is_applied_and_recorded_under_the_instance_lock(guest, monkeypatch):
+    """The lease's hostname plugin (interface attach, in parallel at boot) takes the same lock:
+    it sees the hostname provisioning set, or sets its own before, never in between."""
+    drive(DOCUMENT)
+    host, locks, seen = ProvisionHost(), HeldLocks(), []
+    monkeypatch.setattr(host, "lock", locks)
+    real_save, real_apply = provision._save, provision._apply
+    monkeypatch.setattr(provision, "_apply", lambda *a: seen.append(list(locks.held)) or real_apply(*a))
+    monkeypatch.setattr(provision, "_save", lambda *a: seen.append(list(locks.held)) or real_save(*a))
+    assert provision.run(host, SETTINGS).state == CHANGED
+    assert seen == [[provision.INSTANCE_LOCK], [provision.INSTANCE_LOCK]]
+
+
+def test_a_plugin_run_alone_waits_for_the_instance_lock(guest, monkeypatch):
+    from gandi_vm.plugins import hostname
+
+    host, locks, seen = ProvisionHost(), HeldLocks(), []
+    monkeypatch.setattr(host, "lock", locks)
+    real = hostname.apply
+    monkeypatch.setattr(hostname, "apply", lambda ctx: seen.append(list(locks.held)) or real(ctx))
+    runner.apply(host, SETTINGS, only="hostname", respect_flag=True)
+    assert seen == [[provision.INSTANCE_LOCK]]
+
+
 def test_host_run_passes_input_on_standard_input_only():
     host = Host()
     done = host.run(["cat"], timeout=10, changes=False, input="secret\n")
