@@ -13,8 +13,8 @@ so that a drift of the host's load spreads over all of them:
              at boot, and the historic archive 512 KiB into the disk (gandi/config with a user,
              keys, hostname, timezone; gandi/init, also run with --postboot)
   grown-root no extra disk, but the root disk is 1 GiB larger than its 2 GiB filesystem (as a
-             system disk enlarged while the VM was stopped): gandi-early.service grows / before
-             local-fs.target, in the process that renders the onlining rule anyway
+             system disk enlarged while the VM was stopped): gandi-mount.service grows / after
+             local-fs.target, in the process that mounts the disks anyway
 
 For each boot it records: the seconds from QEMU's start until the guest agent answered and until
 systemd said the system was running (or degraded); `systemd-analyze time`'s kernel, initrd and
@@ -68,7 +68,7 @@ echo user_data >>/var/lib/bench-user-data
 """
 # Figures in seconds, in the order they are printed; *_count are counts.
 FIGURES = ("agent_answered_s", "system_running_s", "kernel_s", "initrd_s", "userspace_s",
-           "gandi_early_s", "gandi_config_s", "gandi_postboot_s", "gandi_units_blame_s",
+           "gandi_mount_s", "gandi_config_s", "gandi_postboot_s", "gandi_units_blame_s",
            "gandi_vm_exec_count")
 
 
@@ -99,7 +99,7 @@ def one_boot(image: Path, variant: str, run: int, tmp: Path, trace: bool) -> Dic
             "agent_answered_s": round(guest.agent_seconds, 3),
             "system_running_s": round(running, 3),
             **analyze_time(analysis["systemd_analyze_time"]),
-            "gandi_early_s": guest.unit_seconds("gandi-early.service"),
+            "gandi_mount_s": guest.unit_seconds("gandi-mount.service"),
             "gandi_config_s": guest.unit_seconds("gandi-config.service"),
             "gandi_postboot_s": guest.unit_seconds("gandi-postboot.service"),
             "gandi_units_blame_s": round(sum(seconds(f) for f in analysis["units_blame"].values()), 3),
@@ -148,7 +148,7 @@ def report(results: Dict[str, Any]) -> None:
             print("  " + "  ".join("-" * w for w in widths))
     print("\n  agent_answered_s, system_running_s: from QEMU's start (running = "
           "`systemctl is-system-running --wait`)\n  kernel_s, initrd_s, userspace_s: "
-          "`systemd-analyze time`\n  gandi_early_s, gandi_config_s, gandi_postboot_s: the unit's "
+          "`systemd-analyze time`\n  gandi_mount_s, gandi_config_s, gandi_postboot_s: the unit's "
           "main process, "
           "ExecMainStart to ExecMainExit\n  gandi_units_blame_s: the sum of the gandi-* lines of "
           "`systemd-analyze blame`\n  gandi_vm_exec_count: execve() of /usr/bin/gandi-vm during "

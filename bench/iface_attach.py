@@ -9,8 +9,9 @@ server namespace, and the fake --root that makes gandi-vm see `ens4` as a virtio
 each run, alternately:
 
   gandi       `ip netns exec GUEST python3 -m gandi_vm --root R iface attach ens4`: dhclient
-              with gandi's lease script (`python3 -m gandi_vm iface lease`, one interpreter per
-              DHCP event), which puts the address, the table and the rule in place
+              with gandi's sh lease script, which hands the first lease to the waiting attach
+              (later events run `python3 -m gandi_vm iface lease`), and attach puts the
+              address, the table and the rule in place
   by hand     `ip netns exec GUEST dhclient -4 -1 -cf CONF -sf SCRIPT ... ens4`: the same
               dhclient, the same dhclient.conf as gandi writes (same requested options), with a
               ten-line shell script making the same kernel changes (link up, the five sysctls,
@@ -276,9 +277,9 @@ def render(meta: Dict[str, Any], summary: Dict[str, Dict[str, Any]]) -> str:
         lines.append(f"{text:{width}}{row['median']:>9.1f}{row['min']:>9.1f}{row['max']:>9.1f}")
     events = meta["dhcp_events"]
     lines += ["", f"`--version` is {meta['version_vs_pass_ratio']:.2f}x a bare `python3 -c pass` "
-              f"(medians); an attach starts {1 + len(events)} interpreters: the command, then "
-              f"the lease script once per dhclient event ({', '.join(events)}); the one for "
-              "PREINIT exits before importing gandi_vm"]
+              f"(medians); an attach starts one interpreter, the command: the sh lease script "
+              f"hands it the first lease's dhclient events ({', '.join(events)}), and PREINIT "
+              "runs no process"]
     return "\n".join(lines)
 
 
