@@ -165,8 +165,11 @@ def package_bytecode(sources_mtime: float) -> Dict[str, Any]:
     if rpm and shutil.which("rpm"):
         listing = benchlib.run(["rpm", "-qlp", rpm], ENV, REPO, TIMEOUT).stdout
         scripts = benchlib.run(["rpm", "-qp", "--scripts", rpm], ENV, REPO, TIMEOUT).stdout
-        launcher = subprocess.run(f"rpm2cpio '{rpm}' | cpio -i --quiet --to-stdout ./usr/bin/gandi-vm",
-                                  shell=True, capture_output=True, text=True, timeout=TIMEOUT).stdout
+        # rpm2cpio's archive to cpio's stdin: two commands, no shell around the file's name.
+        archive = subprocess.run(["rpm2cpio", rpm], capture_output=True, timeout=TIMEOUT).stdout
+        launcher = subprocess.run(["cpio", "-i", "--quiet", "--to-stdout", "./usr/bin/gandi-vm"],
+                                  input=archive, capture_output=True, timeout=TIMEOUT
+                                  ).stdout.decode("utf-8", "replace")
         out["rpm"] = {"file": os.path.relpath(rpm, REPO),
                       "stale": os.path.getmtime(rpm) < sources_mtime,
                       "pyc_in_payload": listing.count(".pyc\n"),
