@@ -59,6 +59,17 @@ def parse_args(argv: Optional[Sequence[str]], description: str, name: str,
     return args
 
 
+def subset(parser: argparse.ArgumentParser, text: str, allowed: Sequence[str],
+           what: str) -> List[str]:
+    """A comma-separated selection among `allowed` (--kinds, --variants), in the order given; an
+    unknown name is a usage error."""
+    chosen = [name for name in text.split(",") if name]
+    unknown = set(chosen) - set(allowed)
+    if unknown:
+        parser.error(f"unknown {what} {sorted(unknown)}")
+    return chosen
+
+
 def run(argv: Sequence[str], env: Mapping[str, str], cwd: str, timeout: float,
         check: bool = True) -> subprocess.CompletedProcess:
     done = subprocess.run(list(argv), stdin=subprocess.DEVNULL, capture_output=True, text=True,

@@ -46,7 +46,7 @@ from typing import Any, Dict, List, Optional
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "vm"))
 
-from benchlib import TRACE_ARGS, analyze_time, exec_trace, median, seconds, write_json  # noqa: E402
+from benchlib import TRACE_ARGS, analyze_time, exec_trace, median, seconds, subset, write_json  # noqa: E402
 from disks import missing_tools, nocloud_seed  # noqa: E402
 from qemu_guest import QEMU, Guest, GuestError, build_image  # noqa: E402
 
@@ -241,10 +241,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--image", type=Path,
                         help="the gandi kind's image directory instead of building this tree's")
     args = parser.parse_args(argv)
-    kinds = [k for k in args.kinds.split(",") if k]
-    unknown = set(kinds) - set(KINDS)
-    if unknown or args.rounds < 1:
-        parser.error(f"unknown kinds {sorted(unknown)}" if unknown else "--rounds must be at least 1")
+    kinds = subset(parser, args.kinds, KINDS, "kinds")
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     missing = missing_tools()
     if missing:
         print("boot_cost: missing " + ", ".join(missing), file=sys.stderr)

@@ -51,7 +51,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "vm"))
 
 from disks import config_drive, gandiswap_disk, missing_tools, platform_archive  # noqa: E402
-from benchlib import TRACE_ARGS, analyze_time, exec_trace, median, seconds, write_json  # noqa: E402
+from benchlib import TRACE_ARGS, analyze_time, exec_trace, median, seconds, subset, write_json  # noqa: E402
 from qemu_guest import QEMU, Guest, GuestError, build_image  # noqa: E402
 
 DEFAULT_JSON = REPO / "bench" / "results" / "boot_provision.json"
@@ -178,10 +178,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help=f"where to write the figures (default {DEFAULT_JSON.relative_to(REPO)})")
     parser.add_argument("--image", type=Path, help="use this image directory instead of building it")
     args = parser.parse_args(argv)
-    variants = [v for v in args.variants.split(",") if v]
-    unknown = set(variants) - set(VARIANTS)
-    if unknown or args.runs < 1:
-        parser.error(f"unknown variants {sorted(unknown)}" if unknown else "--runs must be at least 1")
+    variants = subset(parser, args.variants, VARIANTS, "variants")
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
     missing = missing_tools()
     if missing:
         print("boot_provision: missing " + ", ".join(missing), file=sys.stderr)

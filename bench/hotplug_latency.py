@@ -64,7 +64,7 @@ from typing import Any, Callable, Dict, List, Optional
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "vm"))
 
-from benchlib import TRACE_ARGS, clear_trace, exec_trace, write_json  # noqa: E402
+from benchlib import TRACE_ARGS, clear_trace, exec_trace, subset, write_json  # noqa: E402
 from qemu_guest import QEMU, Guest, GuestError, build_image, make_disk  # noqa: E402
 
 DEFAULT_JSON = REPO / "bench" / "results" / "hotplug_latency.json"
@@ -472,10 +472,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help=f"comma-separated subset of {','.join(KINDS)}")
     parser.add_argument("--image", type=Path, help="use this image directory instead of building it")
     args = parser.parse_args(argv)
-    kinds = [kind for kind in args.kinds.split(",") if kind]
-    unknown = set(kinds) - set(KINDS)
-    if unknown or args.runs < 1:
-        parser.error(f"unknown kinds {sorted(unknown)}" if unknown else "--runs must be at least 1")
+    kinds = subset(parser, args.kinds, KINDS, "kinds")
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     try:
