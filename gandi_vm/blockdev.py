@@ -75,6 +75,19 @@ class Signature(Record):
         return self.properties.get("ID_PART_TABLE_TYPE", "")
 
 
+def udev_properties(host: Host, name: str) -> Optional[Dict[str, str]]:
+    """The properties udev recorded for a block device (its database: what its rules and
+    builtins found, blkid's included), or None when udev has not processed the device."""
+    devno = host.read_attr(f"/sys/class/block/{name}/dev")
+    try:
+        text = host.read_text(f"/run/udev/data/b{devno}") if devno else None
+    except OSError:
+        text = None
+    if text is None:
+        return None
+    return dict(line[2:].partition("=")[::2] for line in lines(text) if line.startswith("E:"))
+
+
 def decode_udev_string(encoded: str) -> bytes:
     """Undo udev's `\\xNN` encoding (blkid_encode_string) back to the original bytes."""
     out = bytearray()

@@ -113,7 +113,7 @@ def _no_platform_media(host: Host, settings: Settings) -> Optional[str]:
     probing with blkid what the kernel does not name. udev's blkid builtin already probed every
     device it has processed: its database says the same without a process. A device udev has
     not processed yet (no entry) may hold anything: then they run, and probe it themselves."""
-    from gandi_vm import swap  # light: the modules of the disk handlers, not provision's
+    from gandi_vm import blockdev, swap  # light: the modules of the disk handlers, not provision's
 
     if not (settings.swap or settings.provision):
         return "CONFIG_SWAP=0 and CONFIG_PROVISION=0: no platform disk looked for"
@@ -122,7 +122,7 @@ def _no_platform_media(host: Host, settings: Settings) -> Optional[str]:
     for name in host.listdir("/sys/class/block"):
         if name in swap.FIXED_NAMES:
             return None
-        properties = _udev_properties(host, name)
+        properties = blockdev.udev_properties(host, name)
         if properties is None:
             return None
         if (swap.PARTNAME in (swap.partname(host, name), properties.get("ID_PART_ENTRY_NAME"))
@@ -131,19 +131,6 @@ def _no_platform_media(host: Host, settings: Settings) -> Optional[str]:
             return None
     return ("no platform swap disk nor config drive present (sysfs and the udev database, "
             "no probe)")
-
-
-def _udev_properties(host: Host, name: str) -> Optional[Dict[str, str]]:
-    """The properties udev recorded for a block device (its database: what its rules and
-    builtins found, blkid's included), or None when udev has not processed the device."""
-    devno = host.read_attr(f"/sys/class/block/{name}/dev")
-    try:
-        text = host.read_text(f"/run/udev/data/b{devno}") if devno else None
-    except OSError:
-        text = None
-    if text is None:
-        return None
-    return dict(line[2:].partition("=")[::2] for line in text.split("\n") if line.startswith("E:"))
 
 
 def _swap_outcome(said: List[str]) -> Outcome:
