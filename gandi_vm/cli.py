@@ -48,18 +48,20 @@ class Arguments:
 class Command:
     """One command of the table: its arguments, and what it imports and does."""
 
-    __slots__ = ("positionals", "optional", "options", "flags", "load", "syslog")
+    __slots__ = ("positionals", "optional", "options", "flags", "load", "syslog", "settings")
 
     def __init__(self, load: Callable[[], Action], positionals: Tuple[str, ...] = (),
                  optional: Optional[str] = None,
                  options: Optional[Dict[str, Tuple[str, Optional[Tuple[str, ...]]]]] = None,
-                 flags: Optional[Dict[str, str]] = None, syslog: bool = False):
+                 flags: Optional[Dict[str, str]] = None, syslog: bool = False,
+                 settings: bool = True):
         self.load = load  # imports the command's modules, returns its action
         self.positionals = positionals  # required, in order
         self.optional = optional  # one optional positional after them
         self.options = options or {}  # the command's own valued options: --name -> (attribute, choices)
         self.flags = flags or {}  # the command's own flags: --name -> attribute
         self.syslog = syslog  # also log to syslog: the caller discards our stderr
+        self.settings = settings  # reads /etc/default/gandi (each agent's worker reads its own)
 
 
 def _status(outcomes: Sequence[Any]) -> int:
@@ -181,6 +183,12 @@ def _config_apply() -> Action:
                                                                                  args.only)])
 
 
+def _agent() -> Action:
+    from gandi_vm import agent
+
+    return lambda args, host, settings: agent.main(args.root)
+
+
 def _status_report() -> Action:
     from gandi_vm import cpu, disk, grow, memory, net, provision, status, swap
 
@@ -210,6 +218,8 @@ COMMANDS: Dict[Tuple[str, ...], Command] = {
     ("memory", "online-all"): Command(_memory_online_all),
     ("config", "list"): Command(_config_list),
     ("config", "apply"): Command(_config_apply, options={"--only": ("only", None)}),
+    # gandi-agent.service: the units' commands in one resident interpreter (systemd/unit-gate).
+    ("agent",): Command(_agent, settings=False),
     ("status",): Command(_status_report, options={"--format": ("format", ("text", "yaml"))}),
 }
 _GROUPS = {words[0] for words in COMMANDS if len(words) > 1}
@@ -325,6 +335,9 @@ def _parser() -> argparse.ArgumentParser:
                                       help="run the enabled plugins (--dry-run: diffs, no change)")
     apply.add_argument("--only", metavar="NAME", help="run this plugin only, even if disabled")
 
+    commands.add_parser("agent", parents=[common],
+                        help="serve the units' commands from one resident process (gandi-agent.service)")
+
     status = commands.add_parser("status", parents=[common],
                                  help="disks, interfaces, swaps, vCPUs and memory: what gandi did and why")
     status.add_argument("--format", choices=("text", "yaml"), default="text")
@@ -359,7 +372,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     try:
         host = Host(args.root, dry_run=args.dry_run)
-        settings = config.load(host, args.config)
+        settings = (config.load(host, args.config) if COMMANDS[args.words].settings
+                    else config.Settings())
         return action(args, host, settings)
     except UnknownName as e:
         log.error("%s", e)
