@@ -63,7 +63,9 @@ def test_file_list_matches_the_source_tree(built_rpm: Path):
     listed = set(lines(query(built_rpm, "-l")))
     expected = {LAUNCHER, RULES_DIR + "/86-gandi.rules", PRESET_DIR + "/85-gandi-vm.preset", CONFFILE,
                 "/etc/gandi", HOOK_DIR}
-    expected |= {f"{UNIT_DIR}/{unit.name}" for unit in (REPO / "systemd").glob("*.service")}
+    expected |= {f"{UNIT_DIR}/{unit.name}" for pattern in ("*.service", "*.socket")
+                 for unit in (REPO / "systemd").glob(pattern)}
+    assert {f"{UNIT_DIR}/gandi-agent.socket", f"{UNIT_DIR}/gandi-agent.service"} <= expected
     expected |= {f"{HOOK_DIR}/{hook.name}" for hook in (REPO / "etc/gandi/hooks").glob("*.example")}
     assert expected - listed == set()
     # Exactly the tree's modules: a new module is shipped, a removed one is not left behind.
@@ -105,6 +107,7 @@ def test_dependencies_provides_obsoletes_conflicts(built_rpm: Path):
 
 
 BOOT_UNITS = "gandi-mount.service gandi-config.service gandi-postboot.service"
+AGENT_UNITS = "gandi-agent.socket gandi-agent.service"
 # Boot units of earlier builds, gone since (their work needs no process before sysinit.target).
 OLD_UNITS = ("gandi-online-rules.service", "gandi-early.service")
 RENDERED_RULE = "/run/udev/rules.d/87-gandi-online.rules"
@@ -112,12 +115,16 @@ RENDERED_RULE = "/run/udev/rules.d/87-gandi-online.rules"
 
 def test_scripts_enable_by_preset_and_reload(built_rpm: Path):
     scripts = query(built_rpm, "--scripts")
-    assert f"systemctl --no-reload preset {BOOT_UNITS}" in scripts
-    assert f"systemctl --no-reload disable {BOOT_UNITS}" in scripts
+    assert f"systemctl --no-reload preset {BOOT_UNITS} gandi-agent.socket" in scripts
+    assert f"systemctl --no-reload disable --now {BOOT_UNITS}" in scripts
+    assert f"systemctl --no-reload disable --now {AGENT_UNITS}" in scripts
+    assert "systemctl try-restart gandi-agent.service" in scripts
     assert "udevadm control --reload" in scripts
     assert "systemctl daemon-reload" in scripts
-    # Removing the package must not stop anything: a stop would unmount customer disks.
-    assert "--now" not in scripts and " stop " not in scripts
+    # Nothing stops a disk's or an interface's unit: its ExecStop would unmount customer disks
+    # (the boot services stopped on erase have no ExecStop), and nothing starts or restarts one.
+    assert "gandi-disk@" not in scripts and "gandi-iface@" not in scripts
+    assert " stop " not in scripts and " start " not in scripts and " restart " not in scripts
     for line in lines(scripts):
         command = line.strip()
         if command.startswith(("systemctl", "udevadm", "rm ")) or "; then systemctl" in command:
@@ -128,18 +135,21 @@ SCRIPTLETS = {"post": "%{POSTIN}", "preun": "%{PREUN}", "postun": "%{POSTUN}"}
 
 
 @pytest.mark.parametrize("scriptlet, arg, calls", [
-    ("post", 1, [f"systemctl --no-reload preset {BOOT_UNITS}",
+    ("post", 1, [f"systemctl --no-reload preset {BOOT_UNITS} gandi-agent.socket",
                  "systemctl daemon-reload",
                  "udevadm control --reload"]),
     # An upgrade asks whether the old boot units were enabled (here: no), drops their rule.
     ("post", 2, [*(f"systemctl --quiet is-enabled {unit}" for unit in OLD_UNITS),
                  f"rm -f {RENDERED_RULE}", "systemctl daemon-reload", "udevadm control --reload"]),
-    ("preun", 0, [f"systemctl --no-reload disable {BOOT_UNITS}",
+    ("preun", 0, [f"systemctl --no-reload disable --now {BOOT_UNITS}",
+                  f"systemctl --no-reload disable --now {AGENT_UNITS}",
                   f"rm -rf {CODE_DIR}/gandi_vm/__pycache__ {CODE_DIR}/gandi_vm/plugins/__pycache__"]),
     ("preun", 1, []),
     ("postun", 0, ["systemctl daemon-reload", "udevadm control --reload",
                    "rm -rf /run/gandi /var/lib/gandi-vm"]),
-    ("postun", 1, ["systemctl daemon-reload", "udevadm control --reload"]),
+    # An upgrade try-restarts a running agent on the new code, and no other unit.
+    ("postun", 1, ["systemctl daemon-reload", "systemctl try-restart gandi-agent.service",
+                   "udevadm control --reload"]),
 ])
 def test_scriptlets_succeed_without_systemd(built_rpm: Path, tmp_path: Path, scriptlet: str,
                                             arg: int, calls: List[str]):
