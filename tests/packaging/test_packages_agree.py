@@ -8,8 +8,12 @@ test, so that a new kind of file is classified here on purpose.
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 from pathlib import Path
-from typing import Iterable, Optional, Set
+from typing import Dict, Iterable, Optional, Set
+
+import pytest
 
 from conftest import REPO, deb_files, rpm_files
 
@@ -22,7 +26,7 @@ ROLES = [
     (r"/usr/share/gandi-vm/gandi_vm/plugins/(\w+\.py)", "plugin {}"),
     (r"/usr/lib/python3/dist-packages/gandi_vm-[^/]+\.dist-info/.*", None),
     (r"/usr/bin/(gandi-vm)", "command {}"),
-    (r"(?:/usr)?/lib/systemd/system/([^/]+\.service)", "unit {}"),
+    (r"(?:/usr)?/lib/systemd/system/([^/]+\.(?:service|socket))", "unit {}"),
     (r"/usr/libexec/gandi-vm/(unit-gate)", "unit helper {}"),
     (r"(?:/usr)?/lib/systemd/system-preset/([^/]+\.preset)", "preset {}"),
     (r"(?:/usr)?/lib/udev/rules\.d/([^/]+\.rules)", "udev rule {}"),
@@ -57,7 +61,7 @@ def tree_roles() -> Set[str]:
     return ({f"module {n}" for n in names("gandi_vm/*.py")}
             | {f"plugin {n}" for n in names("gandi_vm/plugins/*.py")}
             | {"command gandi-vm", "config gandi", "doc README.md"}
-            | {f"unit {n}" for n in names("systemd/*.service")}
+            | {f"unit {n}" for n in names("systemd/*.service") | names("systemd/*.socket")}
             | {"unit helper unit-gate"}
             | {f"preset {n}" for n in names("packaging/*.preset")}
             | {f"udev rule {n}" for n in names("udev/*.rules")}
@@ -70,3 +74,40 @@ def test_deb_rpm_and_tree_ship_the_same_files(built_deb: Path, built_rpm: Path):
     expected = tree_roles()
     assert roles(deb_files(built_deb)) == expected
     assert roles(rpm_files(built_rpm)) == expected
+
+
+# What systemd and udev run, shipped as the tree has it by both packages: (role, tree file).
+SHIPPED_AS_IS = {f"unit {path.name}": path for pattern in ("*.service", "*.socket")
+                 for path in (REPO / "systemd").glob(pattern)}
+SHIPPED_AS_IS.update({f"udev rule {path.name}": path for path in (REPO / "udev").glob("*.rules")})
+SHIPPED_AS_IS.update({"unit helper unit-gate": REPO / "systemd/unit-gate",
+                      "preset 85-gandi-vm.preset": REPO / "packaging/85-gandi-vm.preset"})
+
+
+def extracted(top: Path) -> Dict[str, bytes]:
+    """Role -> content of each file under an extracted payload that SHIPPED_AS_IS names."""
+    found = {}
+    for path in top.rglob("*"):
+        name = role("/" + str(path.relative_to(top)))
+        if name in SHIPPED_AS_IS and path.is_file():
+            found[name] = path.read_bytes()
+    return found
+
+
+def test_deb_and_rpm_ship_units_gate_rules_and_preset_as_the_tree_has_them(
+        built_deb: Path, built_rpm: Path, tmp_path: Path):
+    """The agent's socket and service among them: one unit file for both distros, unchanged."""
+    for tool in ("rpm2cpio", "cpio"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} not installed (Debian packages rpm2cpio: rpm, cpio: cpio)")
+    deb, rpm = tmp_path / "deb", tmp_path / "rpm"
+    subprocess.run(["dpkg-deb", "-x", str(built_deb), str(deb)], check=True, timeout=60)
+    rpm.mkdir()
+    archive = subprocess.run(["rpm2cpio", str(built_rpm)], capture_output=True, check=True,
+                             timeout=60).stdout
+    subprocess.run(["cpio", "-idm", "--quiet", "--no-absolute-filenames"], input=archive, cwd=rpm,
+                   capture_output=True, check=True, timeout=60)
+    tree = {name: path.read_bytes() for name, path in SHIPPED_AS_IS.items()}
+    assert {"unit gandi-agent.socket", "unit gandi-agent.service"} <= set(tree)
+    assert extracted(deb) == tree
+    assert extracted(rpm) == tree
