@@ -134,6 +134,36 @@ def test_probe_parses_blkid_udev_output(fs):
     assert not sig.ambivalent and sig.error is None
 
 
+def udev_database(fs, devno: str, lines: str) -> None:
+    fs.create_file(f"/run/udev/data/b{devno}", contents=lines)
+
+
+def test_probe_takes_udevs_probe_from_its_database_without_a_process(fs):
+    add_disk(fs, "vdb", "253:16", 2097152)
+    udev_database(fs, "253:16", "S:disk/by-label/a\\x20b\nE:ID_FS_TYPE=ext4\nE:ID_FS_USAGE=filesystem\n"
+                                "E:ID_FS_LABEL_ENC=a\\x20b\nE:ID_FS_UUID=1234-abcd\n"
+                                "E:ID_PATH=pci-0000:00:05.0\nE:DEVLINKS=/dev/disk/by-label/a\\x20b\n")
+    host = FakeHost()
+    sig = blockdev.probe(host, "vdb")
+    assert host.commands == []
+    assert (sig.fstype, sig.usage, sig.uuid, sig.label) == ("ext4", "filesystem", "1234-abcd",
+                                                           b"a b")
+    assert set(sig.properties) == {"ID_FS_TYPE", "ID_FS_USAGE", "ID_FS_LABEL_ENC", "ID_FS_UUID"}
+
+
+@pytest.mark.parametrize("database", [None, "E:ID_PATH=pci-0000:00:05.0\n"],
+                         ids=["not-processed-by-udev", "nothing-found-by-udev"])
+def test_probe_asks_blkid_when_udev_has_no_answer(fs, database):
+    """A blank disk, an ambivalent one (udev records nothing for either), or udev not there yet."""
+    add_disk(fs, "vdb", "253:16", 2097152)
+    if database is not None:
+        udev_database(fs, "253:16", database)
+    host = FakeHost()
+    host.signatures["vdb"] = (8, blkid_udev("ext4"))
+    assert blockdev.probe(host, "vdb").ambivalent
+    assert host.commands == [["blkid", "-p", "-o", "udev", "/dev/vdb"]]
+
+
 def test_probe_nothing_found_ambivalent_and_errors(fs):
     host = FakeHost()
     assert blockdev.probe(host, "vdb") == blockdev.Signature()  # exit 2: nothing found
