@@ -10,7 +10,7 @@ from typing import List
 
 import pytest
 
-from gandi_vm import cli, config
+from gandi_vm import agent, cli, config
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "udev" / "86-gandi.rules"
@@ -19,6 +19,10 @@ POSTBOOT = REPO / "systemd" / "gandi-postboot.service"
 RESIZE = REPO / "systemd" / "gandi-resize@.service"
 # Every unit runs gandi-vm, except the postboot one, which runs the platform's script itself.
 UNITS = sorted(u for u in (REPO / "systemd").glob("*.service") if u != POSTBOOT)
+AGENT_SOCKET = REPO / "systemd" / "gandi-agent.socket"
+AGENT_SERVICE = REPO / "systemd" / "gandi-agent.service"
+# Services, and the agent's socket: everything systemd loads of ours.
+ALL_UNITS = sorted([*(REPO / "systemd").glob("*.service"), *(REPO / "systemd").glob("*.socket")])
 GATE = "/usr/libexec/gandi-vm/unit-gate"  # systemd/unit-gate, installed by packaging/install-data
 # The instance udev gives each template (the kernel name, and for a resize the new size).
 INSTANCES = {RESIZE.name: "vda:8388608"}
@@ -29,6 +33,19 @@ def _unit(path: Path) -> configparser.ConfigParser:
     parser.optionxform = str  # systemd keys are case-sensitive
     parser.read(path)
     return parser
+
+
+def _words(path: Path, key: str) -> List[str]:
+    """Every word of every `key=` line: systemd adds up repeated list keys (After=, Requires=...),
+    where configparser keeps only the last."""
+    return [word for line in path.read_text().splitlines() if line.startswith(key + "=")
+            for word in line.split("=", 1)[1].split()]
+
+
+def _commands(path: Path) -> List[List[str]]:
+    """The unit's ExecStart=, ExecReload= and ExecStop= command lines, without systemd's prefixes."""
+    return [shlex.split(line.split("=", 1)[1].lstrip("-@:+!")) for line in path.read_text().splitlines()
+            if line.startswith(("ExecStart=", "ExecReload=", "ExecStop="))]
 
 
 def test_default_config_file_parses_cleanly_to_the_defaults():
@@ -67,13 +84,11 @@ def test_only_a_capacity_change_starts_a_unit_on_a_disk_change_event():
 @pytest.mark.parametrize("unit", UNITS, ids=lambda p: p.name)
 def test_unit_commands_are_valid_gandi_vm_invocations(unit: Path):
     # Read the lines themselves: configparser keeps only the last of repeated ExecStart= keys.
-    commands = [line.split("=", 1)[1] for line in unit.read_text().splitlines()
-                if line.startswith(("ExecStart=", "ExecReload=", "ExecStop="))]
+    commands = _commands(unit)
     assert commands
-    for command in commands:
-        command = command.lstrip("-@:+!")  # systemd's prefixes ('-': a failure is not fatal)
-        instance = INSTANCES.get(unit.name, "vdb")
-        argv = shlex.split(command.replace("%I", instance).replace("%i", instance))
+    instance = INSTANCES.get(unit.name, "vdb")
+    for argv in commands:
+        argv = [word.replace("%I", instance).replace("%i", instance) for word in argv]
         if argv[0] == GATE:  # the units' gate execs gandi-vm with its arguments, or decides alone
             argv = ["/usr/bin/gandi-vm", *argv[1:]]
             if argv[1:3] == ["disk", "attach"]:  # and a disk's attach as a burst's
@@ -149,29 +164,38 @@ def test_the_onlining_rule_reads_the_configuration_and_spawns_nothing():
 
 
 def test_nothing_of_ours_runs_before_sysinit_target():
-    """Every unit keeps systemd's default dependencies (After=sysinit.target basic.target) and is
-    ordered before no early target: the sysinit critical path carries no interpreter of ours."""
+    """Every unit keeps systemd's default dependencies (After=sysinit.target basic.target for a
+    service) and is ordered before no early target: the sysinit critical path carries no
+    interpreter of ours. The agent's socket, a FIFO and no process, listens from sockets.target."""
     early = {"sysinit.target", "local-fs.target", "local-fs-pre.target", "basic.target",
              "systemd-udev-trigger.service", "systemd-udevd.service", "cryptsetup.target"}
-    for path in (REPO / "systemd").glob("*.service"):
+    for path in ALL_UNITS:
         unit = _unit(path)
         assert "DefaultDependencies" not in unit["Unit"], path.name
-        assert not set(unit["Unit"].get("Before", "").split()) & early, path.name
-        assert unit.get("Install", "WantedBy", fallback="multi-user.target") == "multi-user.target"
+        assert not set(_words(path, "Before")) & early, path.name
+        target = "sockets.target" if path.suffix == ".socket" else "multi-user.target"
+        assert unit.get("Install", "WantedBy", fallback=target) == target, path.name
 
 
 def test_installable_units_are_the_ones_the_preset_and_the_rpm_enable():
     """A unit with an [Install] section is enabled on Fedora/RHEL by the preset on first install
     and named in the rpm's scriptlets; any other name there would be a stale one."""
-    installable = {path.name for path in (REPO / "systemd").glob("*.service")
-                   if _unit(path).has_section("Install")}
+    installable = {path.name for path in ALL_UNITS if _unit(path).has_section("Install")}
+    assert "gandi-agent.socket" in installable
     preset = {line.split()[1] for line in (REPO / "packaging/85-gandi-vm.preset").read_text().splitlines()
               if line.startswith("enable ")}
     assert preset == installable
-    spec = (REPO / "rpm/gandi-vm.spec").read_text()
-    for macro in ("%systemd_post", "%systemd_preun", "%systemd_postun"):
-        line = next(line for line in spec.splitlines() if line.startswith(macro + " "))
-        assert set(line.split()[1:]) == installable, macro
+    spec = (REPO / "rpm/gandi-vm.spec").read_text().splitlines()
+
+    def named(macro: str) -> List[str]:
+        return [name for line in spec if line.startswith(macro + " ") for name in line.split()[1:]]
+
+    assert sorted(named("%systemd_post")) == sorted(installable)
+    # The agent's service, which its socket starts, is stopped with it on erase, and restarted
+    # after an upgrade (on the new code) instead of only reloaded.
+    assert sorted(named("%systemd_preun")) == sorted(installable | {AGENT_SERVICE.name})
+    assert sorted(named("%systemd_postun")) == sorted(installable)
+    assert named("%systemd_postun_with_restart") == [AGENT_SERVICE.name]
 
 
 def test_iface_unit_is_bound_to_its_interface():
@@ -209,7 +233,7 @@ def test_postboot_unit_starts_no_interpreter_and_runs_once_per_instance():
 def test_config_unit_runs_first_boot_before_sshd_after_coldplug():
     unit = _unit(REPO / "systemd" / "gandi-config.service")["Unit"]
     text = (REPO / "systemd" / "gandi-config.service").read_text()
-    assert "systemd-udev-trigger.service" in re.findall(r"^After=(.*)$", text, re.M)[-1].split()
+    assert "systemd-udev-trigger.service" in _words(REPO / "systemd" / "gandi-config.service", "After")
     assert {"ssh.service", "sshd.service", "getty.target"} <= set(unit["Before"].split())
     assert "systemd-udev-settle" not in text.replace("Not systemd-udev-settle", "")
 
@@ -220,3 +244,39 @@ def test_postboot_unit_is_enabled_by_the_preset_and_the_rpm():
     for macro in ("%systemd_post", "%systemd_preun", "%systemd_postun"):
         line = next(line for line in spec.splitlines() if line.startswith(macro + " "))
         assert "gandi-postboot.service" in line.split()
+
+
+def test_units_that_run_the_gate_are_ordered_after_the_agent():
+    """The gate hands the command to the agent when its FIFO is there: ordered after the socket
+    and the service, a unit's stop at shutdown still finds the agent serving it."""
+    gated = [path.name for path in UNITS if any(argv[0] == GATE for argv in _commands(path))]
+    assert {"gandi-mount.service", "gandi-config.service", "gandi-disk@.service",
+            "gandi-iface@.service"} <= set(gated)
+    for name in gated:
+        assert {AGENT_SOCKET.name, AGENT_SERVICE.name} <= set(_words(REPO / "systemd" / name, "After")), name
+    # The agent itself waits for none of ours (an ordering cycle), and never goes through the gate.
+    ours = [word for word in _words(AGENT_SERVICE, "After") if word.startswith("gandi-")]
+    assert ours == [AGENT_SOCKET.name]
+    assert _commands(AGENT_SERVICE) == [["/usr/bin/gandi-vm", "agent"]]
+
+
+def test_agent_socket_is_a_root_only_fifo_gone_when_stopped():
+    """A request runs a command as root: only root may write the FIFO. Stopped or failed, the FIFO
+    goes, and the gate runs gandi-vm itself (`systemctl disable --now gandi-agent.socket`)."""
+    socket = _unit(AGENT_SOCKET)["Socket"]
+    fifo = socket["ListenFIFO"]
+    assert fifo == "/run/gandi/agent/requests"
+    # Where the agent puts its replies, and where the gate writes its requests.
+    assert Path(agent.reply_path("/", 1)).parent == Path(fifo).parent
+    gate = (REPO / "systemd" / "unit-gate").read_text()
+    assert "agent=$run/gandi/agent" in gate and '"$agent/requests"' in gate
+    assert socket["SocketMode"] == "0600"
+    assert socket["RemoveOnStop"] == "yes"
+    assert socket.get("Accept", "no") == "no"  # one agent for all requests, not one per request
+    assert set(socket) == {"ListenFIFO", "SocketMode", "DirectoryMode", "RemoveOnStop"}
+    service = _unit(AGENT_SERVICE)
+    # Started by its socket only: nothing enables it, and without its FIFO it has nothing to serve.
+    assert not service.has_section("Install")
+    assert _words(AGENT_SERVICE, "Requires") == [AGENT_SOCKET.name]
+    assert AGENT_SOCKET.name in _words(AGENT_SERVICE, "After")
+    assert service["Service"]["SyslogIdentifier"] == "gandi"
