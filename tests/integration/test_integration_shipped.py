@@ -114,8 +114,9 @@ def test_units_pass_systemd_analyze_verify(tmp_path):
     # /usr/bin/gandi-vm and gate, so that nothing of this machine is touched.
     units = tmp_path / "usr/lib/systemd/system"
     shutil.copytree(system_units, units, symlinks=True)
-    for unit in (REPO / "systemd").glob("*.service"):
-        shutil.copy(unit, units)
+    for pattern in ("*.service", "*.socket"):
+        for unit in (REPO / "systemd").glob(pattern):
+            shutil.copy(unit, units)
     for program in ("usr/bin/gandi-vm", "usr/libexec/gandi-vm/unit-gate"):  # the units' commands
         (tmp_path / program).parent.mkdir(parents=True)
         (tmp_path / program).write_text("#!/bin/sh\n")
@@ -124,7 +125,7 @@ def test_units_pass_systemd_analyze_verify(tmp_path):
     done = subprocess.run(["systemd-analyze", "verify", "--man=no", f"--root={tmp_path}",
                            "gandi-mount.service", "gandi-disk@vdb.service",
                            "gandi-iface@ens4.service", "gandi-retune.service",
-                           "gandi-config.service",
+                           "gandi-config.service", "gandi-agent.socket", "gandi-agent.service",
                            # The real instance is vda:SECTORS; systemd 252's verify cannot load
                            # an instance with ':' (systemd-backlight@backlight:x neither).
                            "gandi-resize@vda.service"],
