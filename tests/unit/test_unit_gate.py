@@ -3,13 +3,15 @@ each decision it takes from files alone, and each case it hands to gandi-vm (a s
 that records its arguments), under every POSIX shell of this machine (dash is Debian's /bin/sh).
 
 The gate runs for real, in a temporary directory standing for / (GANDI_ROOT), with the fake
-system trees of fakesys written there (no pyfakefs: the shell sees the real file system).
+system trees of fakesys written there (no pyfakefs: the shell sees the real file system), and a
+PATH holding only flock and mkfifo: a gate that spawned anything else would fail here. Without
+the agent's FIFO under that root, every hand-over is an exec of the stand-in; the agent's path is
+tested in test_agent.py.
 """
 
 from __future__ import annotations
 
 import fcntl
-import os
 import shutil
 import subprocess
 import time
@@ -24,9 +26,26 @@ SHELLS = [argv for argv in (["sh"], ["dash"], ["bash", "--posix"], ["busybox", "
           if shutil.which(argv[0])]
 # What the stand-in gandi-vm writes: its arguments, and whether it still holds the burst lock.
 FAKE_GANDI_VM = """#!/bin/sh
-if flock -n "$GANDI_ROOT/run/gandi/lock/disk-burst.lock" true; then lock=free; else lock=held; fi
+if flock -n 7 7>>"$GANDI_ROOT/run/gandi/lock/disk-burst.lock"; then lock=free; else lock=held; fi
 printf '%s\\n' "$* lock=$lock" >>"$GANDI_ROOT/exec.log"
 """
+
+
+def gate_tools(directory: Path) -> str:
+    """A PATH of the only programs the gate may run: flock (the disk burst's lock) and mkfifo
+    (the agent's reply FIFO)."""
+    directory.mkdir()
+    for tool in GATE_TOOLS:
+        (directory / tool).symlink_to(shutil.which(tool))
+    return str(directory)
+
+
+def shell_argv(shell: List[str]) -> List[str]:
+    """The shell by its full path: the gate's own PATH cannot find it."""
+    return [shutil.which(shell[0]), *shell[1:]]
+
+
+GATE_TOOLS = ("flock", "mkfifo")
 
 
 @pytest.fixture(params=SHELLS, ids=lambda argv: " ".join(argv))
@@ -39,11 +58,12 @@ def gate(request, tmp_path: Path):
     program = tmp_path / "gandi-vm"
     program.write_text(FAKE_GANDI_VM)
     program.chmod(0o755)
-    env = {"PATH": os.environ["PATH"], "GANDI_ROOT": str(tmp_path), "GANDI_VM": str(program)}
+    env = {"PATH": gate_tools(tmp_path / "bin"), "GANDI_ROOT": str(tmp_path),
+           "GANDI_VM": str(program)}
 
     def run(*args: str, wait: bool = True):
-        process = subprocess.Popen([*request.param, str(GATE), *args], env=env, text=True,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        process = subprocess.Popen([*shell_argv(request.param), str(GATE), *args], env=env,
+                                   text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         return Run(process, tmp_path) if not wait else Run(process, tmp_path).finish()
 
     return run
@@ -144,11 +164,21 @@ def test_a_name_that_is_not_a_kernel_name_goes_to_gandi_vm_untouched(gate, tmp_p
 
 
 @pytest.mark.parametrize("args", [("disk", "attach"), ("disk", "resize", "vdb"),
-                                  ("iface", "attach", "ens3", "x"), ()])
+                                  ("iface", "attach", "ens3", "x"), (), ("mount-all", "vdb"),
+                                  ("config",), ("config", "list"), ("config", "apply", "--only"),
+                                  ("mount",), ("disk", "mount-all")])
 def test_anything_but_the_units_commands_is_a_usage_error(gate, args):
     run = gate(*args)
     assert (run.returncode, run.execs) == (2, [])
-    assert "usage: unit-gate" in run.stderr
+    assert run.stderr == ("usage: unit-gate disk|iface attach|detach NAME | mount-all | "
+                          "config apply\n")
+
+
+@pytest.mark.parametrize("args", [("mount-all",), ("config", "apply")])
+def test_the_boot_services_commands_go_to_gandi_vm_as_they_are(gate, args):
+    # gandi-mount and gandi-config: nothing to decide from files, only the agent to use.
+    run = gate(*args)
+    assert (run.returncode, run.execs, run.stdout) == (0, [" ".join(args) + " lock=free"], "")
 
 
 # -- disk detach ---------------------------------------------------------------------------------
@@ -283,7 +313,8 @@ def test_a_stop_with_no_record_has_nothing_to_undo(gate, tmp_path):
     assert (run.returncode, run.execs) == (0, [])
 
 
-def test_the_gate_is_posix_sh_and_spawns_nothing_but_flock():
+def test_the_gate_is_posix_sh_and_names_no_other_program():
+    # That it runs no other program is what every test here checks (PATH: GATE_TOOLS only).
     text = GATE.read_text()
     assert text.startswith("#!/bin/sh\n")
     code = [line.split("#")[0] for line in text.splitlines()]
