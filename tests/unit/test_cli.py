@@ -190,6 +190,27 @@ def test_status_text_is_a_table(vm, capsys):
         ["/", "-", "-", "-", "-", "0B", "refused", "no", "ext4", "superblock"]]
 
 
+# -- the agent ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("listen", [{}, {"LISTEN_FDS": "1", "LISTEN_PID": "1"},
+                                    {"LISTEN_FDS": "2", "LISTEN_PID": "self"}],
+                         ids=["no LISTEN_FDS", "another process's", "two descriptors"])
+def test_the_agent_without_its_fifo_from_systemd_is_one_line_and_exit_2(tmp_path, capsys,
+                                                                         monkeypatch, listen):
+    for name in ("LISTEN_FDS", "LISTEN_PID", "JOURNAL_STREAM"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in listen.items():
+        monkeypatch.setenv(name, str(os.getpid()) if value == "self" else value)
+
+    def no_settings(*args):
+        raise AssertionError("the agent read the configuration (each worker reads its own)")
+
+    monkeypatch.setattr("gandi_vm.config.load", no_settings)
+    assert cli.main(["--root", str(tmp_path), "agent"]) == 2
+    assert capsys.readouterr() == ("", "gandi: error: agent: no FIFO from systemd (LISTEN_FDS): "
+                                       "started by gandi-agent.socket only\n")
+    assert list(tmp_path.iterdir()) == []
+
+
 # -- the last resort -------------------------------------------------------------------------------
 def _broken(args, host, settings):
     raise KeyError("no such\nkey")
@@ -224,7 +245,7 @@ def test_a_bug_while_reading_the_configuration_is_caught_too(vm, fs, capsys, mon
 
 # -- the fast parser reads what argparse reads -------------------------------------------------------
 TOKENS = ["disk", "attach", "detach", "resize", "iface", "lease", "attach-all", "retune", "cpu",
-          "memory", "online-all", "config", "list", "apply", "status", "mount-all", "grow",
+          "memory", "online-all", "config", "list", "apply", "status", "mount-all", "grow", "agent",
           "hotplug-rules", "early-boot", "vdb", "BOUND", "", "--root", "/r", "--root=/s", "--root=",
           "--dry-run", "--dry-run=1", "--config", "/c", "--config=/d", "-v", "--verbose", "-vv",
           "--only", "ssh", "--only=motd", "--format", "yaml", "json", "--format=text", "--batch",
@@ -269,7 +290,7 @@ def test_what_the_fast_parser_accepts_argparse_reads_the_same(argv):
     ["disk", "attach", "vdb"], ["--root", "/r", "disk", "--dry-run", "attach", "vdb", "-v"],
     ["disk", "attach", "--batch", "vdb"], ["--root=/r", "status", "--format", "yaml"],
     ["config", "apply", "--only=ssh"], ["iface", "lease"], ["iface", "lease", "--dry-run", "BOUND"],
-    ["mount-all", "--config", "/c"], ["memory", "online-all"], ["iface", "attach-all"]])
+    ["mount-all", "--config", "/c"], ["memory", "online-all"], ["iface", "attach-all"], ["agent"]])
 def test_the_command_lines_units_and_scripts_give_never_load_argparse(argv):
     # A unit's, udev's or the DHCP client's command line: the fast parser takes it whole.
     assert vars(cli._fast_parse(argv)) == _by_argparse(argv)
@@ -277,6 +298,7 @@ def test_the_command_lines_units_and_scripts_give_never_load_argparse(argv):
 
 @pytest.mark.parametrize("argv", [["disk", "attach"],
                                   ["--dry", "status"], ["status", "--format", "json"], ["-h"],
-                                  ["config", "--only", "ssh", "apply"], ["early-boot"]])
+                                  ["config", "--only", "ssh", "apply"], ["early-boot"],
+                                  ["agent", "vdb"], ["agent", "--only", "ssh"]])
 def test_what_it_does_not_take_exactly_goes_to_argparse(argv):
     assert cli._fast_parse(argv) is None

@@ -61,3 +61,19 @@ def test_the_program_on_a_garbage_guest(tmp_path, case):
         assert "Traceback" not in err and "internal error" not in err, (argv, err)
         assert all(line.startswith("gandi: ") for line in err.splitlines()), (argv, err)
     assert fingerprint(tmp_path) == before
+
+
+def test_the_agent_outside_systemd_on_a_garbage_guest(tmp_path):
+    # The agent reads no configuration (each worker reads its own): the garbage one gives no line.
+    (tmp_path / "etc/default").mkdir(parents=True)
+    (tmp_path / "etc/default/gandi").write_bytes(GARBAGE_CONFIG)
+    before = fingerprint(tmp_path)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("JOURNAL_STREAM", "LISTEN_FDS", "LISTEN_PID")}
+    done = subprocess.run([sys.executable, "-m", "gandi_vm", "--root", str(tmp_path), "agent"],
+                          capture_output=True, env={**env, "PYTHONPATH": str(REPO)}, timeout=60,
+                          check=False)
+    assert (done.returncode, done.stdout, done.stderr.decode()) == (2, b"", (
+        "gandi: error: agent: no FIFO from systemd (LISTEN_FDS): started by gandi-agent.socket "
+        "only\n"))
+    assert fingerprint(tmp_path) == before
