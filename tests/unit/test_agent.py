@@ -11,6 +11,7 @@ host's /sys/fs/cgroup: the worker joins plain files under tmp_path/sys/fs/cgroup
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import subprocess
@@ -241,7 +242,13 @@ def fake_main(argv: Sequence[str]) -> int:
         eventually(lambda: len(list(root.glob("started.*"))) == 2)
         print(f"{scenario}: saw {len(list(root.glob('started.*')))} workers", flush=True)
         return 0
-    print("ran " + " ".join(words), flush=True)
+    with open(root / "run/gandi/lock/disk-burst.lock", "a") as lock:
+        try:  # as the stand-in gandi-vm tells it: does the gate still hold the burst lock?
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            state = "free"
+        except BlockingIOError:
+            state = "held"
+    print(f"ran {' '.join(words)} lock={state}", flush=True)
     return 0
 
 
@@ -387,10 +394,10 @@ def eventually(predicate: Callable[[], bool]) -> None:
 
 
 @pytest.mark.parametrize("args, sent", [
-    (("mount-all",), "mount-all"),
-    (("config", "apply"), "config apply"),
-    (("disk", "attach", "vdb"), "disk attach --batch vdb"),  # under the burst lock
-    (("iface", "detach", "ens3"), "iface detach ens3"),
+    (("mount-all",), "mount-all lock=free"),
+    (("config", "apply"), "config apply lock=free"),
+    (("disk", "attach", "vdb"), "disk attach --batch vdb lock=held"),  # the gate waits holding it
+    (("iface", "detach", "ens3"), "iface detach ens3 lock=free"),
 ])
 def test_the_units_commands_run_in_the_agent_rooted_at_the_gates_root(gate, root, args, sent):
     add_disk(None, "vdb", "253:16", 2097152, root=str(root))
@@ -456,7 +463,7 @@ def test_a_malformed_request_does_not_stop_the_agent(gate, served):
         "gandi: warning: agent: dropped 5000 bytes without a newline",
         "gandi: warning: agent: request 'v1 0123abcd 42 status': not a command the units send",
         "gandi: warning: agent: request '\xff\xfe': not ASCII"]  # read as latin-1
-    assert gate("mount-all") == (0, ["ran mount-all"], "")
+    assert gate("mount-all") == (0, ["ran mount-all lock=free"], "")
 
 
 def test_without_the_agent_the_gate_runs_gandi_vm_itself(gate, root, served):
