@@ -170,7 +170,7 @@ def _attach(host: Host, settings: Settings, name: str, config: Optional[str]) ->
             lease.save(host, name, record)
             return Outcome(name, FAILED, str(record["reason"]))
     lease.save(host, name, record)
-    _prepare(host, settings, dev, record)
+    _prepare(host, dev, record)
 
     address = _obtain(host, settings, dev, record, config)
     if address is None:
@@ -184,6 +184,11 @@ def _attach(host: Host, settings: Settings, name: str, config: Optional[str]) ->
     record.update(state=CONFIGURED, address=address,
                   reason=f"{address} via {stack}" + (f", table {table}" if table else ""))
     lease.save(host, name, record)
+    # The queues wait for the address (their `ethtool` runs would delay it), and for the record
+    # to say CONFIGURED: a vCPU hot-added meanwhile is then seen by this tuning or by retune_all,
+    # which tunes configured interfaces only. A failed attach never tuned anything.
+    if settings.multiqueue:
+        tune_channels(host, dev)
     return Outcome(name, CONFIGURED, str(record["reason"]), address)
 
 
@@ -207,9 +212,9 @@ def _owner(host: Host, dev: NetDevice) -> Tuple[str, Optional[str]]:
     return stack, None
 
 
-def _prepare(host: Host, settings: Settings, dev: NetDevice, record: Dict[str, object]) -> None:
-    """Before DHCP: the link up (our own client), the sysctls, the queues. Recorded, so that a
-    failure or a detach puts things back as they were."""
+def _prepare(host: Host, dev: NetDevice, record: Dict[str, object]) -> None:
+    """Before DHCP: the link up (our own client) and the sysctls (the queues are tuned once the
+    address is there). Recorded, so that a failure or a detach puts things back as they were."""
     if record["stack"] == netstack.OWN:
         record["link_was_up"] = dev.operstate == "up"
         routing.link_up(host, dev.name)
@@ -219,8 +224,6 @@ def _prepare(host: Host, settings: Settings, dev: NetDevice, record: Dict[str, o
         sysctls.update(routing.SECONDARY_RA_SYSCTLS)
     record["sysctl"] = routing.set_sysctls(host, dev.name, sysctls)
     lease.save(host, dev.name, record)
-    if settings.multiqueue:
-        tune_channels(host, dev)
 
 
 def _unprepare(host: Host, name: str, record: Dict[str, object]) -> None:

@@ -696,11 +696,48 @@ ETHTOOL_L = ("Channel parameters for eth1:\nPre-set maximums:\nRX:\t\tn/a\nTX:\t
              "Combined:\t1\n")
 
 
+MULTIQUEUE_MARKER = "/run/gandi/iface/eth1.multiqueue"
+
+
 def test_multiqueue_one_queue_pair_per_online_cpu(host, network, fs):
     fs.create_file("/sys/devices/system/cpu/online", contents="0-1\n")
     host.handlers["ethtool"] = lambda argv: Result(argv, 0, ETHTOOL_L if argv[1] == "-l" else "")
     net.attach(host, replace(SETTINGS, multiqueue=True), "eth1")
     assert ["ethtool", "-L", "eth1", "combined", "2"] in host.commands
+    assert os.path.exists(MULTIQUEUE_MARKER)
+
+
+def test_multiqueue_is_tuned_once_the_address_is_there(host, network, fs):
+    """ethtool's two runs would delay the address: they come after it, the record saying
+    CONFIGURED already (a retune triggered by a vCPU meanwhile would tune it)."""
+    fs.create_file("/sys/devices/system/cpu/online", contents="0-1\n")
+
+    def ethtool(argv):
+        assert network.addresses["eth1"] == ["10.0.1.5/24"]
+        assert record()["state"] == "configured"
+        return Result(argv, 0, ETHTOOL_L if argv[1] == "-l" else "")
+
+    host.handlers["ethtool"] = ethtool
+    assert net.attach(host, replace(SETTINGS, multiqueue=True), "eth1").state == "configured"
+    programs = host.programs()
+    assert programs.index("ethtool") > programs.index("dhclient")
+
+
+def test_failed_attach_tunes_no_queues(host, network, fs):
+    fs.create_file("/sys/devices/system/cpu/online", contents="0-1\n")
+    host.handlers["ethtool"] = lambda argv: Result(argv, 0, ETHTOOL_L if argv[1] == "-l" else "")
+    network.offers = {}
+    assert net.attach(host, replace(SETTINGS, multiqueue=True, dhcp_retries=1), "eth1").failed
+    assert "ethtool" not in host.programs()
+    assert not os.path.exists(MULTIQUEUE_MARKER)
+
+
+def test_detach_removes_the_multiqueue_marker(host, network, fs):
+    fs.create_file("/sys/devices/system/cpu/online", contents="0-1\n")
+    host.handlers["ethtool"] = lambda argv: Result(argv, 0, ETHTOOL_L if argv[1] == "-l" else "")
+    net.attach(host, replace(SETTINGS, multiqueue=True), "eth1")
+    assert net.detach(host, SETTINGS, "eth1").state == "detached"
+    assert not os.path.exists(MULTIQUEUE_MARKER)
 
 
 def test_retune_all_only_touches_interfaces_we_configured(host, network, fs):
