@@ -78,7 +78,6 @@ class Network:
         self.rules: List[Dict[str, object]] = []
         self.links: Dict[str, str] = {"lo": "up", "eth0": "up"}
         self.offers: Dict[str, Dict[str, str]] = {"eth1": dict(OFFER)}  # absent: no answer
-        self.units: Dict[str, str] = {}  # systemd unit -> "active"
         self.started: List[str] = []  # units started with systemctl start
         self.networkd_setup = ["unmanaged"]  # successive SETUP answers of `networkctl list`
         self.nm_state, self.nm_connection = "30 (disconnected)", ""
@@ -202,9 +201,6 @@ class Network:
 
     # -- systemd ------------------------------------------------------------------------------------
     def systemctl(self, argv: List[str]) -> Result:
-        if argv[1] == "is-active":
-            states = [self.units.get(unit, "inactive") for unit in argv[2:]]
-            return Result(argv, 0 if set(states) == {"active"} else 3, "\n".join(states) + "\n")
         if argv[1:3] == ["--no-block", "start"]:
             self.started.append(argv[3])
             return Result(argv, 0)
@@ -300,6 +296,12 @@ def network(host, fs, clock):
     return simulated
 
 
+def start_service(fs, unit: str, procs: str = "412\n", hierarchy: str = "/sys/fs/cgroup") -> None:
+    """What systemd shows of a running service: its daemon's pid in the unit's cgroup.procs
+    (hierarchy: /sys/fs/cgroup, unified; /sys/fs/cgroup/systemd, hybrid and legacy)."""
+    fs.create_file(f"{hierarchy}/system.slice/{unit}/cgroup.procs", contents=procs)
+
+
 def sysctls(name="eth1", root="/"):
     values = {}
     for template in SYSCTL_DEFAULTS:
@@ -314,10 +316,10 @@ def record(name="eth1", root="/"):
 
 
 def changes(argvs):
-    """The commands that change something (queries: `ip -j`, `nmcli -t`, `systemctl is-active`,
-    `networkctl list`, `ethtool -l`)."""
+    """The commands that change something (queries: `ip -j`, `nmcli -t`, `networkctl list`,
+    `ethtool -l`)."""
     def query(argv):
-        return (argv[:2] == ["ip", "-j"] or argv[1:2] in (["-t"], ["is-active"], ["list"])
+        return (argv[:2] == ["ip", "-j"] or argv[1:2] in (["-t"], ["list"])
                 or argv[:2] == ["ethtool", "-l"])
     return [argv for argv in argvs if not query(argv)]
 
@@ -579,11 +581,37 @@ def test_attach_after_the_address_vanished_configures_again(host, network):
     assert len(network.rules) == 1
 
 
+# -- which stacks run ------------------------------------------------------------------------------
+@pytest.mark.parametrize("hierarchy", ["/sys/fs/cgroup", "/sys/fs/cgroup/systemd"])
+def test_a_stack_runs_when_its_units_cgroup_holds_processes(fs, hierarchy):
+    """Unified (cgroup v2) and hybrid/legacy (name=systemd) layouts, read under --root, no process."""
+    host = FakeHost(ROOT)
+    fs.create_dir(f"{ROOT}/run/systemd/system")
+    start_service(fs, "NetworkManager.service", procs="412\n977\n", hierarchy=f"{ROOT}{hierarchy}")
+    assert netstack.running(host) == ["NetworkManager"]
+    start_service(fs, "systemd-networkd.service", hierarchy=f"{ROOT}{hierarchy}")
+    assert netstack.running(host) == ["systemd-networkd", "NetworkManager"]
+    assert host.commands == []
+
+
+def test_a_stack_whose_cgroup_is_empty_does_not_run(host, fs):
+    """A stopped unit may keep its cgroup a moment (or for good, on the legacy hierarchy)."""
+    fs.create_dir("/run/systemd/system")
+    start_service(fs, "systemd-networkd.service", procs="")
+    start_service(fs, "NetworkManager.service", procs="", hierarchy="/sys/fs/cgroup/systemd")
+    assert netstack.running(host) == []
+
+
+def test_no_stack_runs_without_systemd_as_init(host, fs):
+    start_service(fs, "systemd-networkd.service")
+    assert netstack.running(host) == []
+
+
 # -- attach through systemd-networkd -----------------------------------------------------------------
 @pytest.fixture
 def networkd(network, fs):
     fs.create_dir("/run/systemd/system")
-    network.units["systemd-networkd.service"] = "active"
+    start_service(fs, "systemd-networkd.service")
     return network
 
 
@@ -594,7 +622,7 @@ def test_networkd_unmanaged_interface_gets_a_runtime_network_file(host, networkd
         assert f.read() == netstack.networkd_text(netdev.read(host, "eth1"), 10003, "10.0.1.5")
     reloads = [argv for argv in changes(host.commands) if argv[0] == "networkctl"]
     assert reloads == [["networkctl", "reload"]] * 2
-    assert "dhclient" not in host.programs()
+    assert "dhclient" not in host.programs() and "systemctl" not in host.programs()
     assert networkd.addresses["eth1"] == ["10.0.1.5/24"]
 
 
@@ -649,7 +677,7 @@ def test_networkd_detach_removes_the_file_and_reloads(host, networkd):
 @pytest.fixture
 def nm(network, fs):
     fs.create_dir("/run/systemd/system")
-    network.units["NetworkManager.service"] = "active"
+    start_service(fs, "NetworkManager.service")
     return network
 
 
@@ -696,15 +724,12 @@ ETHTOOL_L = ("Channel parameters for eth1:\nPre-set maximums:\nRX:\t\tn/a\nTX:\t
              "Combined:\t1\n")
 
 
-MULTIQUEUE_MARKER = "/run/gandi/iface/eth1.multiqueue"
-
-
 def test_multiqueue_one_queue_pair_per_online_cpu(host, network, fs):
     fs.create_file("/sys/devices/system/cpu/online", contents="0-1\n")
     host.handlers["ethtool"] = lambda argv: Result(argv, 0, ETHTOOL_L if argv[1] == "-l" else "")
     net.attach(host, replace(SETTINGS, multiqueue=True), "eth1")
     assert ["ethtool", "-L", "eth1", "combined", "2"] in host.commands
-    assert os.path.exists(MULTIQUEUE_MARKER)
+    assert os.path.exists(net.multiqueue_marker("eth1"))
 
 
 def test_multiqueue_is_tuned_once_the_address_is_there(host, network, fs):
@@ -721,39 +746,6 @@ def test_multiqueue_is_tuned_once_the_address_is_there(host, network, fs):
     assert net.attach(host, replace(SETTINGS, multiqueue=True), "eth1").state == "configured"
     programs = host.programs()
     assert programs.index("ethtool") > programs.index("dhclient")
-
-
-def test_failed_attach_tunes_no_queues(host, network, fs):
-    fs.create_file("/sys/devices/system/cpu/online", contents="0-1\n")
-    host.handlers["ethtool"] = lambda argv: Result(argv, 0, ETHTOOL_L if argv[1] == "-l" else "")
-    network.offers = {}
-    assert net.attach(host, replace(SETTINGS, multiqueue=True, dhcp_retries=1), "eth1").failed
-    assert "ethtool" not in host.programs()
-    assert not os.path.exists(MULTIQUEUE_MARKER)
-
-
-def test_detach_removes_the_multiqueue_marker(host, network, fs):
-    fs.create_file("/sys/devices/system/cpu/online", contents="0-1\n")
-    host.handlers["ethtool"] = lambda argv: Result(argv, 0, ETHTOOL_L if argv[1] == "-l" else "")
-    net.attach(host, replace(SETTINGS, multiqueue=True), "eth1")
-    assert net.detach(host, SETTINGS, "eth1").state == "detached"
-    assert not os.path.exists(MULTIQUEUE_MARKER)
-
-
-def test_retune_all_only_touches_interfaces_we_configured(host, network, fs):
-    fs.create_file("/sys/devices/system/cpu/online", contents="0-1\n")
-    host.handlers["ethtool"] = lambda argv: Result(argv, 0, ETHTOOL_L if argv[1] == "-l" else "")
-    net.attach(host, SETTINGS, "eth0")  # left: it holds the default route
-    net.attach(host, SETTINGS, "eth1")
-    host.commands.clear()
-    net.retune_all(host, replace(SETTINGS, multiqueue=True))
-    assert [argv for argv in host.commands if argv[:2] == ["ethtool", "-L"]] == [
-        ["ethtool", "-L", "eth1", "combined", "2"]]
-
-
-def test_multiqueue_without_ethtool_goes_on(host, network):
-    assert net.attach(host, replace(SETTINGS, multiqueue=True), "eth1").state == "configured"
-    assert ["ethtool", "-l", "eth1"] in host.commands
 
 
 # -- detach ----------------------------------------------------------------------------------------
