@@ -193,6 +193,7 @@ def _supervise(request: Request, root: str, run: Callable[[Sequence[str]], int])
             os.write(reply, f"<3>gandi-vm {' '.join(request.argv)}: killed by signal "
                             f"{-status}\n".encode())
             status = 1
+        os.unlink(path)  # before the answer: once answered, the client may be gone
         os.write(reply, f"\n{request.nonce} exit {status}\n".encode())
         return 0
     except OSError as e:  # the client went away (EPIPE): its unit was stopped meanwhile

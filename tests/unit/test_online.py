@@ -922,10 +922,11 @@ def exec_starts(path: Path) -> List[str]:
 
 
 def gandi_vm_args(command: str) -> Tuple[str, List[str]]:
-    """(systemd's prefix characters, gandi-vm's arguments) of an Exec line."""
+    """(systemd's prefix characters, gandi-vm's arguments) of an Exec line: gandi-vm itself, or
+    the units' gate, which runs gandi-vm with its arguments (in the resident agent or by exec)."""
     prefix = re.match(r"[-@:+!]*", command).group(0)
     argv = shlex.split(command[len(prefix):])
-    assert argv[0] == "/usr/bin/gandi-vm", command
+    assert argv[0] in ("/usr/bin/gandi-vm", "/usr/libexec/gandi-vm/unit-gate"), command
     return prefix, argv[1:]
 
 
@@ -961,7 +962,8 @@ def test_online_rule_assigns_attributes_and_only_wants_the_retune_unit():
 
 
 def test_boot_unit_is_one_mount_all_process():
-    """gandi-mount.service's boot job is one interpreter start: mount-all onlines, then mounts."""
+    """gandi-mount.service's boot job is one command (in the agent, no interpreter start of its
+    own): mount-all onlines, then mounts."""
     steps = [(prefix, " ".join(args)) for prefix, args in map(gandi_vm_args, exec_starts(MOUNT_UNIT))]
     assert steps == [("", "mount-all")]
 
