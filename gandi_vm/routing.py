@@ -1,4 +1,5 @@
-"""Addresses, routes, policy rules and per-interface sysctls, through `ip` and /proc/sys.
+"""Addresses, routes, policy rules and per-interface sysctls, through `ip`, /proc/net/route and
+/proc/sys.
 
 A secondary interface gets a routing table of its own, number TABLE_BASE + ifindex (distinct for
 every interface present, and computable again by the lease hook without any state), holding its
@@ -10,13 +11,13 @@ primary interface's default route lives, is never written for a secondary interf
 from __future__ import annotations
 
 
-from gandi_vm import log
-from gandi_vm.host import Host
+from gandi_vm import log, sysfs
+from gandi_vm.host import Host, lines
 from gandi_vm.lease import Lease
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
 if TYPE_CHECKING:
-    from typing import Dict, List, Optional
+    from typing import Dict, List, Optional, Tuple
 
 
 IP_TIMEOUT = 10
@@ -60,11 +61,30 @@ def _ip_json(host: Host, args: List[str]) -> List[Dict[str, object]]:
 
 
 def default_route_interface(host: Host) -> Optional[str]:
-    """The interface of the main table's IPv4 default route with the lowest metric: the primary."""
-    routes = _ip_json(host, ["-4", "route", "show", "default", "table", "main"])
-    # A metric that is not a number (no `ip` prints one) sorts last instead of raising.
-    routes.sort(key=lambda r: r.get("metric", 0) if isinstance(r.get("metric", 0), int) else 2 ** 32)
-    return str(routes[0]["dev"]) if routes and routes[0].get("dev") else None
+    """The interface of the main table's IPv4 default route with the lowest metric: the primary.
+
+    Read from /proc/net/route, the main table's IPv4 routes as the kernel lists them (where
+    `ip -j route` cost an exec before every attach's DHCP), as systemd/unit-gate reads it; the
+    reading process's network namespace answers. A default route through no interface
+    (unreachable, blackhole: `*`) is nobody's."""
+    try:
+        text = host.read_text("/proc/net/route")
+    except OSError:
+        return None
+    best: Optional[Tuple[int, str]] = None
+    for line in lines(text)[1:]:  # after the header
+        # Iface Destination Gateway Flags RefCnt Use Metric Mask...: addresses as 8 hex digits
+        # (little-endian), the metric in decimal. A default route: destination and mask 0.
+        fields = line.split()
+        if len(fields) < 8 or fields[1] != "00000000" or fields[7] != "00000000":
+            continue
+        try:
+            metric = sysfs.number(fields[6])
+        except sysfs.Garbage:
+            metric = 2 ** 32  # a metric that is not a number sorts last instead of raising
+        if best is None or metric < best[0]:  # the kernel lists equal metrics in its own order
+            best = (metric, fields[0])
+    return best[1] if best is not None and best[1] != "*" else None
 
 
 def addresses(host: Host, name: str, family: str = "-4") -> List[str]:

@@ -3,8 +3,8 @@
 Each test's lab (gandi_netns.Lab) is a guest namespace holding a primary interface with the default
 route and hot-plugged secondary interfaces, whose DHCP server runs in a server namespace. gandi-vm
 runs in the guest namespace with `--root` on a fake sysfs that shows every interface as a virtio
-NIC; what it does is read back from the kernel (`ip -j`), the guest's /proc/sys, its processes
-and its record file.
+NIC (and `proc -> /proc`: its /proc/net and /proc/sys are the guest namespace's); what it does
+is read back from the kernel (`ip -j`), the guest's /proc/sys, its processes and its record file.
 """
 
 from __future__ import annotations
@@ -374,6 +374,25 @@ def test_the_primary_interface_is_left_alone(make_lab):
     assert run.returncode == 0 and "nothing of ours to remove" in run.stderr, str(run)
     assert lab.snapshot() == snapshot
     assert not lab.record_path(PRIMARY).exists()
+
+
+def test_without_a_default_route_the_new_interface_is_the_primary(make_lab):
+    """The main table attach reads (/proc/net/route under the root, proc -> /proc) is the guest
+    namespace's own, not the one of the machine running the tests, whatever that one holds."""
+    lab = make_lab()
+    lab.exec("ip", "route", "del", "default")
+    sec = lab["ens4"]
+
+    _, address, record = attached(lab)
+
+    assert (record["role"], record["primary"], record["table"]) == ("primary", None, None)
+    assert [(r["dev"], r["gateway"]) for r in lab.default_routes()] == [("ens4", sec.gateway)]
+    assert lab.rules(sec.priority) == []
+
+    run = lab.gandi("iface", "detach", "ens4")
+
+    assert run.returncode == 0, str(run)
+    assert lab.default_routes() == [] and lab.addresses("ens4") == []
 
 
 def test_the_lab_is_what_the_tests_assume(make_lab):

@@ -8,6 +8,7 @@ and on the argv the handlers ran, never on a real system.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import shlex
@@ -47,6 +48,22 @@ MAIN = [{"dst": "default", "gateway": "10.0.0.1", "dev": "eth0", "metric": 100}]
 
 def option(args: List[str], key: str) -> Optional[str]:
     return args[args.index(key) + 1] if key in args else None
+
+
+def proc_net_route(routes: List[Dict[str, object]]) -> str:
+    """What the kernel prints in /proc/net/route for these routes of the main table: addresses as
+    the 8 hex digits of their little-endian value, each line padded to 127 characters."""
+    def hexed(address: str) -> str:
+        return ipaddress.IPv4Address(address).packed[::-1].hex().upper()
+
+    rows = ["Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT"]
+    for route in routes:
+        network = ipaddress.IPv4Network("0.0.0.0/0" if route["dst"] == "default" else route["dst"])
+        gateway = str(route.get("gateway") or "0.0.0.0")
+        rows.append(f"{route.get('dev', '*')}\t{hexed(str(network.network_address))}\t{hexed(gateway)}"
+                    f"\t{'0003' if route.get('gateway') else '0001'}\t0\t0\t{route.get('metric', 0)}"
+                    f"\t{hexed(str(network.netmask))}\t0\t0\t0")
+    return "".join(f"{row:<127}\n" for row in rows)
 
 
 def hand_over(host: FakeHost, name: str, event: Optional[str], env: Dict[str, str],
@@ -91,7 +108,20 @@ class Network:
         self.hosts.append(host)
         host.handlers.update(ip=self.ip, dhclient=self.dhclient, systemctl=self.systemctl,
                              networkctl=self.networkctl, nmcli=self.nmcli)
+        self.show_routes()
         return host
+
+    def show_routes(self, root: Optional[str] = None) -> None:
+        """/proc/net/route under `root` (the bound host's): the main table as the kernel lists it."""
+        path = os.path.join(root or self.host.root, "proc/net/route")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w", encoding="ascii") as f:
+            f.write(proc_net_route(self.tables.get("main", [])))
+
+    def remove_primary(self) -> None:
+        """eth0 without its address and the default route: eth1 will be the primary."""
+        self.tables["main"], self.addresses = [], {}
+        self.show_routes()
 
     def configure(self, name: str) -> bool:
         """What a network stack does with a DHCP answer: the address on the interface."""
@@ -109,12 +139,10 @@ class Network:
         if args[0] == "-j":
             return Result(argv, 0, json.dumps(self._show([a for a in args[1:] if a != "-4"])))
         failure = self._change(args[0], args[1], args[2:])
+        self.show_routes()
         return Result(argv, 2, stderr=f"RTNETLINK answers: {failure}\n") if failure else Result(argv, 0)
 
     def _show(self, args: List[str]) -> List[Dict[str, object]]:
-        if args[:3] == ["route", "show", "default"]:
-            return [dict(r, protocol="dhcp", flags=[]) for r in self.tables.get(args[-1], [])
-                    if r["dst"] == "default"]
         if args[:2] == ["addr", "show"]:
             name = option(args, "dev")
             found = self.addresses.get(name, [])
@@ -425,8 +453,7 @@ def test_secondary_interface_sysctls(host, network):
 
 
 def test_primary_interface_gets_the_default_route_in_main(host, network):
-    network.tables["main"] = []
-    network.addresses = {}
+    network.remove_primary()
     outcome = net.attach(host, SETTINGS, "eth1")
     assert outcome.reason == "10.0.1.5/24 via gandi-dhcp"
     assert network.tables["main"] == [{"dst": "default", "gateway": "10.0.1.1", "dev": "eth1"}]
@@ -438,8 +465,7 @@ def test_primary_interface_gets_the_default_route_in_main(host, network):
 
 
 def test_a_primary_lease_applies_the_hostname_and_resolver_plugins(host, network, fs):
-    network.tables["main"] = []
-    network.addresses = {}
+    network.remove_primary()
     fs.create_file("/etc/hosts", contents="127.0.0.1\tlocalhost\n")
     net.attach(host, SETTINGS, "eth1")
     with open("/etc/hostname", encoding="utf-8") as f:
@@ -956,6 +982,7 @@ def vm(fs, monkeypatch, clock):
     system(fs, root=ROOT)
     add_guest_nics(fs, root=ROOT)
     network = Network()
+    network.show_routes(ROOT)  # the kernel's, there before any command runs
 
     def make_host(root="/", dry_run=False, plan=None):
         return network.bind(FakeHost(root, dry_run=dry_run, plan=plan))

@@ -9,7 +9,7 @@ import logging
 from gandi_vm.record import replace
 
 import pytest
-from fakesys import add_nic
+from fakesys import FakeHost, add_nic
 
 from gandi_vm import config, cpu, dhcp, net, netdev, netstack, routing
 from gandi_vm.config import Settings
@@ -227,6 +227,56 @@ def test_table_for_is_distinct_per_interface_and_above_the_reserved_tables():
     assert routing.table_for(3) == 10003
     assert routing.table_for(3) != routing.table_for(4)
     assert routing.table_for(1) > 255  # 253-255 are default, main, local
+
+
+# /proc/net/route of a network namespace (Linux 6.18): an unreachable and a blackhole default
+# route, a default route via 10.5.0.1 with a metric past 2^31, its subnet; lines padded to 127.
+PROC_NET_ROUTE = "".join(f"{line:<127}\n" for line in [
+    "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT",
+    "*\t00000000\t00000000\t0201\t0\t0\t5\t00000000\t0\t0\t0",
+    "*\t00000000\t00000000\t0001\t0\t0\t7\t00000000\t0\t0\t0",
+    "d0\t00000000\t0100050A\t0003\t0\t0\t3000000000\t00000000\t0\t0\t0",
+    "d0\t0000050A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0",
+])
+ROUTE_HEADER = PROC_NET_ROUTE.split("\n", 1)[0] + "\n"
+
+
+def route_line(iface, destination, metric, mask):
+    return f"{iface}\t{destination}\t0100A8C0\t0003\t0\t0\t{metric}\t{mask}\t0\t0\t0\n"
+
+
+@pytest.mark.parametrize("routes, primary", [
+    ([], None),
+    ([("eth0", "00000000", "100", "00000000")], "eth0"),
+    ([("eth1", "00000000", "200", "00000000"), ("eth0", "00000000", "100", "00000000")], "eth0"),
+    ([("eth0", "00000000", "100", "00000000"), ("eth1", "00000000", "100", "00000000")], "eth0"),
+    ([("eth1", "0000A8C0", "0", "00FFFFFF"), ("eth0", "00000000", "100", "00000000")], "eth0"),
+    ([("eth1", "00000000", "0", "0000FFFF")], None),  # 0.0.0.0/16 is not the default route
+    ([("eth1", "00000000", "x1", "00000000"), ("eth0", "00000000", "4294967295", "00000000")],
+     "eth0"),  # a metric that is not a number sorts last
+    ([("eth1", "00000000", "-1", "00000000"), ("eth0", "00000000", "7", "00000000")], "eth0"),
+    ([("eth1", "00000000")], None),  # a line cut short
+])
+def test_default_route_interface_is_the_lowest_metric_default_of_the_main_table(fs, routes, primary):
+    fs.create_file("/vm/proc/net/route", contents=ROUTE_HEADER + "".join(
+        route_line(*route) if len(route) == 4 else "\t".join(route) + "\n" for route in routes))
+    host = FakeHost("/vm")
+    assert routing.default_route_interface(host) == primary
+    assert host.commands == []
+
+
+def test_default_route_through_no_interface_is_nobodys(fs):
+    """An unreachable or blackhole default route with the lowest metric: `ip` named no device."""
+    fs.create_file("/proc/net/route", contents=PROC_NET_ROUTE)
+    assert routing.default_route_interface(Host()) is None
+    fs.remove("/proc/net/route")
+    fs.create_file("/proc/net/route", contents="".join(
+        line + "\n" for line in PROC_NET_ROUTE.splitlines() if not line.startswith("*")))
+    assert routing.default_route_interface(Host()) == "d0"
+
+
+def test_default_route_interface_without_proc_is_none(fs):
+    assert routing.default_route_interface(FakeHost("/vm")) is None
 
 
 # -- netstack: the owner's configuration files ------------------------------------------------------
