@@ -1,11 +1,12 @@
 """Facts about one block device: sysfs attributes and what is written on it.
 
-Sysfs is read through the Host (so a fake or sample tree works). What is on the device is what
+Sysfs is read through the Host (so a fake or sample tree works). What is on a whole disk is what
 udev's blkid builtin recorded in its database for the event that started us (the same libblkid
 low-level probe as `blkid -p`, already paid for: a process fewer per disk, issue 14), else probed
 with `blkid -p -o udev`: when udev has not processed the device (coldplug still running at boot,
 no udevd), or found nothing there (a blank disk; and an ambivalent one, which udev records as
-nothing and only blkid's exit status tells).
+nothing and only blkid's exit status tells), and always for a partition (whose record mixes in
+its disk's keys).
 """
 
 from __future__ import annotations
@@ -113,7 +114,11 @@ _PROBED_PREFIXES = ("ID_FS_", "ID_PART_TABLE_", "ID_PART_ENTRY_")
 
 
 def probe(host: Host, name: str) -> Signature:
-    """What is on the device: udev's probe for the event, else a low-level probe of our own."""
+    """What is on the device: udev's probe for the event, else a low-level probe of our own.
+    Not a partition's record: udev's rules copy its disk's ID_* keys into it (the partition
+    table's type included) before probing the partition itself."""
+    if host.exists(f"/sys/class/block/{name}/partition"):
+        return probe_device(host, name)
     recorded = udev_properties(host, name) or {}
     if "ID_FS_TYPE" in recorded or "ID_PART_TABLE_TYPE" in recorded:
         return Signature({key: value for key, value in recorded.items()

@@ -151,6 +151,17 @@ def test_probe_takes_udevs_probe_from_its_database_without_a_process(fs):
     assert set(sig.properties) == {"ID_FS_TYPE", "ID_FS_USAGE", "ID_FS_LABEL_ENC", "ID_FS_UUID"}
 
 
+def test_a_partitions_udev_record_is_not_its_probe(fs):
+    """udev copies the disk's ID_* keys into its partitions' records (60-persistent-storage's
+    IMPORT{parent}): a blank gandiswap partition would read as holding a partition table."""
+    add_disk(fs, "vdb", "253:16", 2097152, partitions=[("vdb1", "253:17", 2048)])
+    udev_database(fs, "253:17", "E:ID_PART_TABLE_TYPE=gpt\nE:ID_PART_ENTRY_NAME=gandiswap\n")
+    host = FakeHost()
+    host.signatures["vdb1"] = (2, "")
+    assert blockdev.probe(host, "vdb1").partition_table == ""
+    assert host.commands == [["blkid", "-p", "-o", "udev", "/dev/vdb1"]]
+
+
 @pytest.mark.parametrize("database", [None, "E:ID_PATH=pci-0000:00:05.0\n"],
                          ids=["not-processed-by-udev", "nothing-found-by-udev"])
 def test_probe_asks_blkid_when_udev_has_no_answer(fs, database):
