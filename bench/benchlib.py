@@ -142,14 +142,16 @@ def exec_trace(guest: "Guest") -> Dict[str, Any]:
     caused by the bench, in all and by kind (gandi_vm: /usr/bin/gandi-vm; python: every Python
     interpreter started, python3 itself or a script whose #! names python, as gandi-vm, cloud-init
     or a DHCP client's event script are; cloud_init: cloud-init's programs), the execs left out as
-    the bench's own (agent_execs), every program with its count, and the events the buffer lost
-    (None if the kernel has no trace buffer or its header is missing)."""
+    the bench's own (agent_execs), the commands gandi-vm's resident agent served (gandi_requests:
+    the forks of its main process, one per request), every program with its count, and the events
+    the buffer lost (None if the kernel has no trace buffer or its header is missing)."""
     out = guest.run(f"for d in {TRACE_DIRS}; do [ -r $d/trace ] && exec cat $d/trace; done; exit 1",
                     timeout=120)
     if out.returncode != 0:
         return {"execs": None, "gandi_vm": None, "python": None, "cloud_init": None,
-                "agent_execs": None, "lost": None, "programs": {}}
-    counts = count_execs(out.stdout)
+                "agent_execs": None, "gandi_requests": None, "lost": None, "programs": {}}
+    agent = guest.run("systemctl show -p MainPID --value gandi-agent.service 2>/dev/null").stdout
+    counts = count_execs(out.stdout, agent.strip() if agent.strip() not in ("", "0") else None)
     # The trace names the script, not its interpreter: read the scripts' first line in the guest.
     names = " ".join(shlex.quote(name) for name in counts["programs"])
     python = guest.run(f"for f in {names}; do head -n 1 \"$f\" 2>/dev/null | "
@@ -164,16 +166,17 @@ def clear_trace(guest: "Guest") -> None:
     guest.run(f"for d in {TRACE_DIRS}; do [ -w $d/trace ] && : >$d/trace && exit 0; done; exit 1")
 
 
-def count_execs(trace: str) -> Dict[str, Any]:
+def count_execs(trace: str, gandi_agent: Optional[str] = None) -> Dict[str, Any]:
     """exec_trace's counts from the text of a trace buffer (all but the Python interpreters, which
-    need the guest's files)."""
+    need the guest's files); gandi_agent is the pid of gandi-vm's resident agent, if it runs."""
     ours = set()  # pids forked by the guest agent, and their descendants
     programs: Counter = Counter()
-    agent_execs = 0
+    agent_execs = requests = 0
     for line in trace.splitlines():
         fork = re.search(r"sched_process_fork: comm=(.*?) pid=(\d+) child_comm=.*? child_pid=(\d+)",
                          line)
         if fork:
+            requests += fork.group(2) == gandi_agent
             if fork.group(1) == "qemu-ga" or fork.group(2) in ours:
                 ours.add(fork.group(3))
             continue
@@ -186,7 +189,7 @@ def count_execs(trace: str) -> Dict[str, Any]:
     header = re.search(r"entries-in-buffer/entries-written: (\d+)/(\d+)", trace)
     return {"execs": sum(programs.values()), "gandi_vm": programs[GANDI_VM],
             "cloud_init": sum(n for name, n in programs.items() if "cloud-init" in name),
-            "agent_execs": agent_execs,
+            "agent_execs": agent_execs, "gandi_requests": requests,
             "lost": int(header.group(2)) - int(header.group(1)) if header else None,
             "programs": dict(programs.most_common())}
 

@@ -72,7 +72,8 @@ resize_rootfs: true
 """
 # Figures in seconds, in the order they are printed; *_count are counts.
 FIGURES = ("system_running_s", "kernel_s", "initrd_s", "userspace_s", "target_s",
-           "units_blame_s", "execs_count", "gandi_vm_count", "python_count", "cloud_init_count")
+           "units_blame_s", "execs_count", "gandi_vm_count", "gandi_requests_count", "python_count",
+           "cloud_init_count")
 
 
 def seed(tmp: Path) -> Path:
@@ -119,7 +120,8 @@ def measure_boot(guest: Guest) -> Dict[str, Any]:
         **{k: times.get(k) for k in ("kernel_s", "initrd_s", "userspace_s")},
         "target_s": times.get("multi_user_s", times.get("graphical_s")),
         "units_blame_s": round(sum(seconds(f) for f in units.values()), 3),
-        **{f"{k}_count": traced[k] for k in ("execs", "gandi_vm", "python", "cloud_init")},
+        **{f"{k}_count": traced[k] for k in ("execs", "gandi_vm", "gandi_requests", "python",
+                                            "cloud_init")},
     }
     failed = guest.run("systemctl --failed --no-legend --plain").stdout.strip()
     return {"figures": figures, "state": guest.state, "systemd_analyze_time": analysis,
@@ -187,6 +189,7 @@ def report(results: Dict[str, Any]) -> None:
                   f"({cost['system_running_s']:+.2f} s to running from QEMU's start), "
                   f"{cost['execs_count']:+.0f} processes (per reboot: "
                   f"{medians[kind]['gandi_vm_count']:.0f} gandi-vm, "
+                  f"{medians[kind]['gandi_requests_count']:.0f} served by gandi-vm's agent, "
                   f"{medians[kind]['python_count']:.0f} Python interpreters in all, "
                   f"{medians[kind]['cloud_init_count']:.0f} cloud-init)")
     ratio = costs.get("ratio")
@@ -288,6 +291,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                     print(f"  {measured['state']} after {figures['system_running_s']:.1f} s, "
                           f"target after {figures['target_s'] or 0:.1f} s in userspace, "
                           f"{figures['execs_count']} execs ({figures['gandi_vm_count']} gandi-vm, "
+                          f"{figures['gandi_requests_count']} agent requests, "
                           f"{figures['cloud_init_count']} cloud-init)", flush=True)
         finally:
             for guest in guests.values():

@@ -114,6 +114,7 @@ def process_counts(guest: Guest, bound: float = 30) -> Dict[str, Any]:
     if traced["execs"] is None:
         return {}
     return {"execs_count": float(traced["execs"]), "gandi_vm_count": float(traced["gandi_vm"]),
+            "gandi_requests_count": float(traced["gandi_requests"]),
             "python_count": float(traced["python"]), "programs": traced["programs"]}
 
 
@@ -435,7 +436,8 @@ def report(results: Dict[str, Any]) -> None:
           "units_started_count: systemd units\n  started; udev_attr_writes_count: sysfs writes "
           "udevd made itself (the onlining)\n  execs_count: "
           "programs executed for the event (kernel trace; the bench's own left out), "
-          "gandi_vm_count: of them\n  /usr/bin/gandi-vm; python_count: Python interpreters "
+          "gandi_vm_count: of them\n  /usr/bin/gandi-vm; gandi_requests_count: commands the "
+          "resident agent served (a fork each,\n  no exec); python_count: Python interpreters "
           "(python3, or a script whose #! names it)")
     for kind, result in results["kinds"].items():
         if result["note"]:
@@ -453,6 +455,7 @@ def report(results: Dict[str, Any]) -> None:
         if "execs_count" in stats:
             print(f"  {kind:<12} {stats['execs_count']['median']:4.0f} processes, "
                   f"{stats['gandi_vm_count']['median']:.0f} of them /usr/bin/gandi-vm, "
+                  f"{stats.get('gandi_requests_count', {}).get('median', 0):.0f} agent requests, "
                   f"{stats['python_count']['median']:.0f} Python interpreters in all")
     poll_ms = results["meta"]["poll_ms"]
     print(f"\nResolution: every figure is found by polling from the host through the guest agent. "
