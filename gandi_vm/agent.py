@@ -7,11 +7,12 @@ then forks a copy of itself per request, already started and imported, which run
 `gandi-vm ARGS` would (`cli.main`) and exits. A fork is milliseconds; the copy starts from this
 process's clean state, so requests share nothing and run side by side.
 
-The work stays the requesting unit's: the worker joins the cgroup of the unit's process (so
-`systemctl stop` ends what it left, such as a DHCP client, and the unit's resources are counted
-there), its output is the unit's journal (the client prints it), and its exit status is the
-unit's. The client, systemd/unit-gate, is a shell script: where the FIFO is missing (the socket
-disabled, an old systemd) it execs gandi-vm as before.
+The work stays the requesting unit's: the request's processes join the cgroup of the unit's
+process (so `systemctl stop` ends what they left, such as a DHCP client, a restart of the agent
+does not end them, and the unit's resources are counted there), its output is the unit's journal
+(the client prints it), and its exit status is the unit's. The client, systemd/unit-gate, is a
+shell script: where the FIFO is missing (the socket disabled, an old systemd) it execs gandi-vm as
+before.
 
 A request is one line, written in one write(2) (atomic on a FIFO):
     v1 NONCE PID ARG...
@@ -185,6 +186,12 @@ def _supervise(request: Request, root: str, run: Callable[[Sequence[str]], int])
         return 1
     try:
         os.set_blocking(reply, True)
+        # From here on this process and the worker are the unit's: stopping or restarting the
+        # agent (an upgrade) ends neither, and the unit's stop ends both.
+        if not join_cgroup(root, request.pid):
+            os.unlink(path)
+            os.write(reply, f"\n{request.nonce} exit 1\n".encode())
+            return 1
         worker = os.fork()
         if worker == 0:
             _work(request, reply, root, run)  # never returns
@@ -208,15 +215,14 @@ def _supervise(request: Request, root: str, run: Callable[[Sequence[str]], int])
 
 
 def _work(request: Request, reply: int, root: str, run: Callable[[Sequence[str]], int]) -> None:
-    """The worker: join the client's unit, answer on its FIFO, run the command, exit."""
+    """The worker: answer on the client's FIFO, run the command, exit."""
     status = 1
     try:
         os.dup2(reply, 1)
         os.dup2(reply, 2)
         os.close(reply)
-        if join_cgroup(root, request.pid):
-            # An agent rooted elsewhere (--root: the tests) runs its commands rooted there too.
-            status = run(request.argv if root == "/" else ["--root", root, *request.argv])
+        # An agent rooted elsewhere (--root: the tests) runs its commands rooted there too.
+        status = run(request.argv if root == "/" else ["--root", root, *request.argv])
     except SystemExit as e:
         status = e.code if isinstance(e.code, int) else 1
     except BaseException as e:

@@ -234,7 +234,7 @@ def fake_main(argv: Sequence[str]) -> int:
         print("still running", flush=True)
         return 5
     if scenario == "cgroup":
-        print(f"worker {os.getpid()}", flush=True)
+        print(f"supervisor {os.getppid()}", flush=True)
         return 0
     if scenario.startswith("waits"):
         # Both clients' workers run at once: each waits for the other to have started.
@@ -434,14 +434,16 @@ def test_output_that_looks_like_the_status_line_does_not_end_the_client(gate):
                                                     "still running"], "")
 
 
-def test_the_worker_joins_the_clients_cgroup(gate, root):
+def test_the_requests_processes_join_the_clients_cgroup(gate, root):
+    """The supervisor joins it before forking the worker (which is born there): a restart of the
+    agent ends neither."""
     code, [line], _ = gate("disk", "detach", "cgroup")
-    worker = line.split()[1]
+    supervisor = line.split()[1]
     # Systemd's named hierarchy on a hybrid host (this machine, often), else the unified one.
     directory, path = min(own_cgroups(), key=lambda cgroup: cgroup[0] != "systemd")
     unit = os.path.join("sys/fs/cgroup", directory, path.lstrip("/"), "cgroup.procs")
     assert code == 0
-    assert {k: v for k, v in written(root).items() if v} == {unit: f"{worker}\n"}
+    assert {k: v for k, v in written(root).items() if v} == {unit: f"{supervisor}\n"}
 
 
 def test_two_clients_at_once_are_both_answered(gate):
