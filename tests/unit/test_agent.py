@@ -6,7 +6,7 @@ FIFO under tmp_path standing for / (the gate's GANDI_ROOT and the agent's root),
 for `cli.main` that does what each scenario needs (print, fail, die by a signal, wait for
 another request); the real gate, under every POSIX shell of this machine, is its client. No
 pyfakefs here: FIFOs, forks and shells need the real file system. Nothing is written to the
-host's /sys/fs/cgroup: the worker joins plain files under tmp_path/sys/fs/cgroup.
+host's /sys/fs/cgroup: a request joins plain files under tmp_path/sys/fs/cgroup.
 """
 
 from __future__ import annotations
