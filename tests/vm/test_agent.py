@@ -9,6 +9,7 @@ cgroup, the FIFO gone with the socket and the unit's command exec'd instead.
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 from typing import Iterator
@@ -57,7 +58,7 @@ def test_a_nics_dhcp_client_lives_in_its_units_cgroup_and_goes_with_it(guest: Gu
     unit = f"gandi-iface@{name}.service"
     guest.wait_until(f"systemctl is-active --quiet {unit}", WAIT)
     cgroup = guest.check(f"systemctl show -p ControlGroup --value {unit}").strip()
-    procs = guest.check(f"cat /sys/fs/cgroup{cgroup}/cgroup.procs").split()
+    procs = guest.check(f"cat {shlex.quote(f'/sys/fs/cgroup{cgroup}/cgroup.procs')}").split()
     client = guest.check(f"pgrep -f 'dhclient.* {name}$'").split()
     assert client and client[0] in procs, (client, procs)
     assert agent_pids(guest) == [guest.check("systemctl show -p MainPID --value "
