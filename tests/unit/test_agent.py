@@ -396,7 +396,7 @@ def eventually(predicate: Callable[[], bool]) -> None:
 @pytest.mark.parametrize("args, sent", [
     (("mount-all",), "mount-all lock=free"),
     (("config", "apply"), "config apply lock=free"),
-    (("disk", "attach", "vdb"), "disk attach --batch vdb lock=held"),  # the gate waits holding it
+    (("disk", "attach", "vdb"), "disk attach vdb lock=free"),  # a worker each: no batch
     (("iface", "detach", "ens3"), "iface detach ens3 lock=free"),
 ])
 def test_the_units_commands_run_in_the_agent_rooted_at_the_gates_root(gate, root, args, sent):
