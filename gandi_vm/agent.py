@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import sys
 
 from gandi_vm import log
@@ -179,10 +180,14 @@ def _supervise(request: Request, root: str, run: Callable[[Sequence[str]], int])
     try:
         # Non-blocking: the client opened its FIFO before writing the request; if it is gone
         # there is no reader, and ENXIO says so at once instead of blocking forever.
-        reply = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        reply = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
     except OSError as e:
         log.warning("agent: request %s: no reply FIFO %s: %s", " ".join(request.argv), path,
                     e.strerror)
+        return 1
+    if not stat.S_ISFIFO(os.fstat(reply).st_mode):
+        os.close(reply)
+        log.warning("agent: request %s: %s is not a FIFO", " ".join(request.argv), path)
         return 1
     try:
         os.set_blocking(reply, True)

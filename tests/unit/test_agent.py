@@ -483,3 +483,19 @@ def test_if_mkfifo_fails_the_gate_runs_gandi_vm_itself(gate, root, served):
     assert gate("mount-all") == (0, [], "")
     assert gate.execs == ["mount-all lock=free"]
     assert served.lines() == [] and replies(root) == ["requests"]
+
+
+@pytest.mark.parametrize("kind", ["file", "symlink"])
+def test_a_reply_path_that_is_no_fifo_gets_nothing_written(tmp_path, kind):
+    """Only the client's own FIFO is answered: not a file, nor what a symlink points to."""
+    (tmp_path / "run/gandi/agent").mkdir(parents=True)
+    target = tmp_path / "elsewhere"
+    target.write_text("kept\n")
+    path = Path(agent.reply_path(str(tmp_path), PID))
+    if kind == "file":
+        path.write_text("kept\n")
+    else:
+        path.symlink_to(target)
+    request = agent.parse(f"v1 {'ab' * 8} {PID} mount-all".encode())
+    assert agent._supervise(request, str(tmp_path), lambda argv: 0) == 1
+    assert target.read_text() == "kept\n" and path.read_text() == "kept\n"
