@@ -260,6 +260,13 @@ def test_units_that_run_the_gate_are_ordered_after_the_agent():
     assert _commands(AGENT_SERVICE) == [["/usr/bin/gandi-vm", "agent"]]
 
 
+def test_the_boot_services_start_the_agent_with_them():
+    """At boot the agent is started in the boot services' own transaction, not by their first
+    request's round trip through the socket (seconds of a busy boot under emulation)."""
+    for name in ("gandi-mount.service", "gandi-config.service"):
+        assert AGENT_SERVICE.name in _words(REPO / "systemd" / name, "Wants"), name
+
+
 def test_agent_socket_is_a_root_only_fifo_gone_when_stopped():
     """A request runs a command as root: only root may write the FIFO. Stopped or failed, the FIFO
     goes, and the gate runs gandi-vm itself (`systemctl disable --now gandi-agent.socket`)."""
