@@ -103,7 +103,7 @@ def listen_fd(environ: Dict[str, str]) -> Optional[int]:
 
 # The standard modules gandi_vm imports where it uses them (start-up cost of a process of its
 # own, see gandi_vm.cli); here they are loaded once, and every worker finds them loaded.
-_LAZY_STDLIB = ("yaml", "json", "ipaddress", "subprocess", "tempfile", "threading", "shlex",
+_LAZY_STDLIB = ("json", "ipaddress", "subprocess", "tempfile", "threading", "shlex",
                 "fnmatch", "difflib", "fcntl", "shutil", "signal", "zlib", "importlib", "socket",
                 "traceback")
 
@@ -116,7 +116,7 @@ _FIRST_BOOT = frozenset({"configdrive", "provision", "openstack"})
 
 def preload() -> None:
     """Import the modules of gandi_vm and its plugins, and what they import lazily: once here,
-    instead of in each worker (yaml alone is a few hundred ms under emulation)."""
+    instead of in each worker (each millisecond here is tens under emulation)."""
     import importlib
 
     import gandi_vm

@@ -4,8 +4,9 @@ Every value comes from the network and is hostile: addresses are parsed as addre
 rejects the lease), routers, name servers, the server identifier and domains that do not parse are
 dropped with a warning, and the hostname is kept as data for the boot-time plugins, which validate
 it before any use, only when it is printable ASCII. No accepted value holds a control character
-(they would reach resolv.conf, logs and terminals). The file is written with yaml.safe_dump, so no
-value can become structure, let alone a command.
+(they would reach resolv.conf, logs and terminals). The file is written with json.dumps (JSON
+is YAML too, for the file's name and its readers), so no value can become structure, let alone a
+command.
 """
 
 from __future__ import annotations
@@ -260,27 +261,36 @@ def path(name: str) -> str:
     return f"{STATE_DIR}/{name}.yaml"
 
 
+HEADER = "# gandi-vm: what interface attach configured; rebuilt at boot\n"
+
+
 def load(host: Host, name: str) -> Optional[Record]:
-    import yaml
+    """The record, or None when there is none or it is not a mapping."""
+    try:
+        text = host.read_text(path(name))
+    except OSError:
+        return None
+    import json  # start-up cost (see gandi_vm.cli)
 
     try:
-        # libyaml's safe loader when the distro's yaml has it (Debian's, Fedora's do): the record
-        # is read and written a few times on a NIC's way to its address, each time in a few
-        # milliseconds instead of tens under emulation. Same safe subset of YAML either way.
-        record = yaml.load(host.read_text(path(name)), Loader=getattr(yaml, "CSafeLoader",
-                                                                       yaml.SafeLoader))
-    except (OSError, yaml.YAMLError):
-        return None
+        record = json.loads(text[len(HEADER):] if text.startswith(HEADER) else text)
+    except ValueError:
+        import yaml  # a record in YAML, as gandi-vm wrote it before an upgrade at this boot
+
+        try:
+            record = yaml.safe_load(text)
+        except yaml.YAMLError:
+            return None
     return record if isinstance(record, dict) else None
 
 
 def save(host: Host, name: str, record: Record) -> None:
-    """Write the record (0644: the lease data is what `status` and the plugins read)."""
-    import yaml
+    """Write the record (0644: the lease data is what `status` and the plugins read). JSON, not
+    YAML's own syntax: the yaml module costs a second of the resident agent's start under
+    emulation, paid at every boot, and nothing on the way to a NIC's address needs it."""
+    import json  # start-up cost (see gandi_vm.cli)
 
-    host.write_text(path(name), "# gandi-vm: what interface attach configured; rebuilt at boot\n"
-                    + yaml.dump(record, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper),
-                                sort_keys=False, allow_unicode=False))
+    host.write_text(path(name), HEADER + json.dumps(record, indent=2) + "\n")
 
 
 def forget(host: Host, name: str) -> None:

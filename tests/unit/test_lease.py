@@ -3,14 +3,18 @@ a Lease of parsed values; the record under /run/gandi/iface keeps hostile text a
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import stat
 
 import pytest
 import yaml
+from hypothesis import given, settings, strategies as st
+from pyfakefs.fake_filesystem_unittest import Patcher
 
 from gandi_vm import lease
+from gandi_vm.host import Host
 from gandi_vm.lease import Lease, LeaseError
 
 DHCLIENT_ENV = {
@@ -345,6 +349,35 @@ def test_save_writes_a_readable_yaml_file_with_a_header(host):
         text = f.read()
     assert text.startswith("# gandi-vm: ")
     assert stat.S_IMODE(os.stat("/run/gandi/iface/eth1.yaml").st_mode) == 0o644
+
+
+BMP = st.characters(max_codepoint=0xFFFF)  # beyond, JSON's \\u escapes are surrogate pairs to YAML
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.dictionaries(st.text(BMP, max_size=8), st.one_of(
+    st.none(), st.booleans(), st.integers(), st.text(BMP),
+    st.lists(st.text(BMP, max_size=8), max_size=3)), max_size=5))
+def test_the_record_reads_back_the_same_as_json_and_as_yaml(record):
+    """Written as JSON, which YAML readers (the file's name, a person's tools) read alike:
+    control characters and line separators (U+2028, U+0085) escaped, never raw."""
+    text = lease.HEADER + json.dumps(record, indent=2) + "\n"
+    assert yaml.safe_load(text) == record
+    with Patcher() as patcher:
+        patcher.fs.create_dir("/run/gandi/iface")
+        host = Host(root="/")
+        lease.save(host, "eth1", record)
+        assert lease.load(host, "eth1") == record
+
+
+def test_a_character_beyond_the_bmp_reads_back_through_load(host, fs):
+    lease.save(host, "eth1", {"reason": "label \U0001F600"})
+    assert lease.load(host, "eth1") == {"reason": "label \U0001F600"}
+
+
+def test_a_yaml_record_from_before_an_upgrade_still_loads(host, fs):
+    fs.create_file("/run/gandi/iface/eth1.yaml", contents="# gandi-vm: x\nstate: configured\ntable: 10003\n")
+    assert lease.load(host, "eth1") == {"state": "configured", "table": 10003}
 
 
 def test_load_of_a_missing_corrupt_or_non_mapping_record_is_none(host, fs):
