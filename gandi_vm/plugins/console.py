@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import posixpath
 import re
-from typing import Callable, List, Optional
 
 from gandi_vm import log
 from gandi_vm.host import Host, lines
 from gandi_vm.plugins import Context, Outcome
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
+if TYPE_CHECKING:
+    from typing import Callable, List, Optional
 
 ORDER = 10
 FLAG = "CONFIG_CONSOLE"

@@ -9,12 +9,14 @@ their separators, the rest of each line, and every other line stay byte for byte
 
 from __future__ import annotations
 
-import hashlib
 import re
-from typing import Optional, Tuple
 
 from gandi_vm.host import lines_keepends
 from gandi_vm.plugins import Context, Outcome
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
+if TYPE_CHECKING:
+    from typing import Optional, Tuple
 
 ORDER = 90
 FLAG = "CONFIG_CRON"
@@ -61,6 +63,8 @@ def apply(ctx: Context) -> Outcome:
 def schedule(machine_id: str, period: str) -> Tuple[int, int]:
     """(minute, hour) for one period: a hash of the machine id and the period, so that one
     machine's daily, weekly and monthly runs do not all start at once either."""
+    import hashlib  # start-up cost (see gandi_vm.cli)
+
     digest = hashlib.sha256(f"{machine_id}:{period}".encode("utf-8", "surrogateescape")).digest()
     number = int.from_bytes(digest[:8], "big")
     return number % 60, (number // 60) % 24

@@ -9,11 +9,14 @@ filesystem whose owner set either check is left alone.
 from __future__ import annotations
 
 import struct
-from typing import Optional
 
 from gandi_vm import blockdev, log, mounts
 from gandi_vm.host import Host
 from gandi_vm.plugins import Context, Outcome
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
+if TYPE_CHECKING:
+    from typing import Optional
 
 ORDER = 100
 FLAG = "CONFIG_FSCHECK"

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Optional, Tuple
 
 from gandi_vm import log
 from gandi_vm.host import lines
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
 if TYPE_CHECKING:
+    from typing import Optional, Tuple
+
     from gandi_vm.plugins import Context, Outcome
 
 

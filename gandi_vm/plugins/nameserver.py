@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Iterable, List, Optional
 
 from gandi_vm import host, log
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
 if TYPE_CHECKING:
+    from typing import Iterable, List, Optional
+
     from gandi_vm.plugins import Context, Outcome
 
 

@@ -11,10 +11,13 @@ off Xen must lose it.
 from __future__ import annotations
 
 import os
-from typing import List
 
 from gandi_vm.host import lines, lines_keepends
 from gandi_vm.plugins import Context, Outcome
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
+if TYPE_CHECKING:
+    from typing import List
 
 ORDER = 80
 FLAG = "CONFIG_NOSEGNEG"

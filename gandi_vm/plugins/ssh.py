@@ -30,12 +30,16 @@ import posixpath
 import re
 import shlex
 import struct
-from typing import Dict, List, Optional, Tuple
 
 from gandi_vm import log
 from gandi_vm.host import lines, lines_keepends
 from gandi_vm.plugins import Context, Outcome
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
+if TYPE_CHECKING:
+    from typing import Dict, List, Optional, Tuple
+
+    Key = Tuple[str, str]  # (type, base64 blob): a key's identity, whatever its options and comment
 
 ORDER = 50
 FLAG = "CONFIG_SSHD"
@@ -71,8 +75,6 @@ _SSHD_SPACE = " \t\r\n"
 _DELIMITER = re.compile('[ \t\r\n"=]')
 # How `sshd -T` may print a wanted value: OpenSSH names prohibit-password by its older synonym.
 _REPORTED_AS: Dict[str, Tuple[str, ...]] = {"prohibit-password": ("prohibit-password", "without-password")}
-
-Key = Tuple[str, str]  # (type, base64 blob): a key's identity, whatever its options and comment
 
 
 def apply(ctx: Context) -> Outcome:

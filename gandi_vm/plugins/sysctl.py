@@ -8,11 +8,13 @@ the link is made. Without /etc/sysctl.d, `sysctl -p` runs at boot, and only when
 
 from __future__ import annotations
 
-from typing import Dict, List, Tuple
-
 from gandi_vm import log
 from gandi_vm.host import Host, lines
 from gandi_vm.plugins import Context, Outcome
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
+if TYPE_CHECKING:
+    from typing import Dict, List, Tuple
 
 ORDER = 70
 FLAG = "CONFIG_SYSCTL"
