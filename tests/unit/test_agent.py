@@ -499,3 +499,16 @@ def test_a_reply_path_that_is_no_fifo_gets_nothing_written(tmp_path, kind):
     request = agent.parse(f"v1 {'ab' * 8} {PID} mount-all".encode())
     assert agent._supervise(request, str(tmp_path), lambda argv: 0) == 1
     assert target.read_text() == "kept\n" and path.read_text() == "kept\n"
+
+
+def test_preload_leaves_out_what_no_ordinary_boot_or_hotplug_needs():
+    """The agent's start is on the boot's path to sshd: each millisecond of import here is tens
+    under emulation. What only a first boot, `status` or a type checker uses stays out."""
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from gandi_vm import agent; "
+            "agent.preload(); print(' '.join(sorted(sys.modules)))")
+    done = subprocess.run([sys.executable, "-S", "-c", code, str(Path(__file__).parents[2])],
+                          capture_output=True, text=True, timeout=60, check=True)
+    loaded = set(done.stdout.split())
+    assert {"gandi_vm.disk", "gandi_vm.net", "gandi_vm.runner", "gandi_vm.plugins.ssh"} <= loaded
+    assert not loaded & {"yaml", "typing", "hashlib", "dataclasses", "tarfile", "inspect",
+                         "gandi_vm.provision", "gandi_vm.configdrive"}, loaded
