@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 # The commands the units send (systemd/unit-gate): their words, then how many names follow.
 REQUESTS: Dict[Tuple[str, ...], int] = {
-    ("disk", "attach"): 1, ("disk", "attach", "--batch"): 1, ("disk", "detach"): 1,
+    ("disk", "attach"): 1, ("disk", "detach"): 1,
     ("iface", "attach"): 1, ("iface", "detach"): 1,
     ("mount-all",): 0, ("config", "apply"): 0,
 }
