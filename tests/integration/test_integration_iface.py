@@ -177,7 +177,10 @@ def test_detach_after_unplug_ends_the_client_and_removes_the_rule(make_lab, clie
     default = main_default(lab)
     _, address, record = attached(lab)
     lab.unplug("ens4")
-    assert [r["src"] for r in lab.rules(lab["ens4"].priority)] == [address]
+    # The rule outlives the interface; dhcpcd, which sees it go, may already have had its event
+    # script clear the lease (and the rule) before the unit's stop comes: both are fine.
+    if client != "dhcpcd":
+        assert [r["src"] for r in lab.rules(lab["ens4"].priority)] == [address]
 
     run = lab.gandi("iface", "detach", "ens4")
 
