@@ -29,7 +29,7 @@ def test_networkd_gets_the_hot_added_nic_through_a_runtime_network_file(networkd
     main_before = guest.check("ip -4 route show default table main")
     guest.add_nic("nic-networkd", mac=MAC)
     name = guest.nic_name(MAC)
-    guest.wait_until(f"grep -qx 'state: configured' /run/gandi/iface/{name}.yaml", WAIT)
+    guest.wait_until(f"grep -q '\"state\": \"configured\"' /run/gandi/iface/{name}.yaml", WAIT)
     record = yaml.safe_load(guest.check(f"cat /run/gandi/iface/{name}.yaml"))
     table = 10000 + int(guest.check(f"cat /sys/class/net/{name}/ifindex"))
     address = record["address"].split("/")[0]
