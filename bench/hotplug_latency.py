@@ -125,10 +125,10 @@ def process_counts(guest: Guest, bound: float = 30) -> Dict[str, Any]:
             "python_count": float(traced["python"]), "programs": traced["programs"]}
 
 
-def free_disk_name(guest: Guest) -> str:
-    """The kernel name the next virtio disk gets: the first vdX not in use."""
+def free_disk_names(guest: Guest, count: int = 1) -> List[str]:
+    """The kernel names the next virtio disks get: the first vdX not in use."""
     used = set(guest.check("ls /sys/block").split())
-    return next(f"vd{c}" for c in "bcdefghijklmnopqrstuvwxyz" if f"vd{c}" not in used)
+    return [f"vd{c}" for c in "bcdefghijklmnopqrstuvwxyz" if f"vd{c}" not in used][:count]
 
 
 def start_byhand(guest: Guest, script: str) -> None:
@@ -185,7 +185,7 @@ def disk_run(guest: Guest, index: int, bound: float, tmp: Path) -> Dict[str, Any
 
 
 def disk_byhand_run(guest: Guest, index: int, bound: float, tmp: Path) -> Dict[str, Any]:
-    device, name = f"bench-byhand{index}", free_disk_name(guest)
+    device, [name] = f"bench-byhand{index}", free_disk_names(guest)
     unit = f"gandi-disk@{name}.service"
     guest.check(f"systemctl mask --runtime {unit}")
     try:
@@ -210,15 +210,24 @@ def disk_byhand_run(guest: Guest, index: int, bound: float, tmp: Path) -> Dict[s
     return {"usable": usable, **counts}
 
 
-def burst_run(guest: Guest, index: int, bound: float, tmp: Path) -> Dict[str, Any]:
-    devices = {f"bench-burst{index}-{n}": f"/srv/bench-b{n}" for n in range(BURST)}
-    images, acked = [], 0.0
+def plug_burst(guest: Guest, tmp: Path, devices: Dict[str, str], bound: float,
+               images: List[Path]) -> Optional[float]:
+    """Plug the disks ({device id: mountpoint}, each labelled as its mountpoint's last part) back
+    to back, their images appended to images; the seconds from the first plug's acknowledgement
+    until all are mounted, or None after bound."""
+    acked = 0.0
     for number, (device, mountpoint) in enumerate(devices.items()):
         images.append(plug_disk(guest, tmp, device, mountpoint.rpartition("/")[2]))
         if number == 0:
             acked = time.monotonic()
-    usable = guest.poll(" && ".join(f"findmnt -n {mountpoint} >/dev/null"
-                                    for mountpoint in devices.values()), bound, acked)
+    return guest.poll(" && ".join(f"findmnt -n {mountpoint} >/dev/null"
+                                  for mountpoint in devices.values()), bound, acked)
+
+
+def burst_run(guest: Guest, index: int, bound: float, tmp: Path) -> Dict[str, Any]:
+    devices = {f"bench-burst{index}-{n}": f"/srv/bench-b{n}" for n in range(BURST)}
+    images: List[Path] = []
+    usable = plug_burst(guest, tmp, devices, bound, images)
     if usable is None:
         mounted = guest.run("findmnt -n -o TARGET | grep -c '^/srv/bench-b'").stdout.strip()
         raise GuestError(f"{mounted or 0} of {BURST} disks mounted {guest.scaled(bound):.0f} s "
@@ -231,8 +240,7 @@ def burst_run(guest: Guest, index: int, bound: float, tmp: Path) -> Dict[str, An
 
 
 def burst_byhand_run(guest: Guest, index: int, bound: float, tmp: Path) -> Dict[str, Any]:
-    used = set(guest.check("ls /sys/block").split())
-    names = [f"vd{c}" for c in "bcdefghijklmnopqrstuvwxyz" if f"vd{c}" not in used][:BURST]
+    names = free_disk_names(guest, BURST)
     devices = {f"bench-hburst{index}-{n}": f"/srv/bench-h{n}" for n in range(BURST)}
     units = " ".join(f"gandi-disk@{name}.service" for name in names)
     guest.check(f"systemctl mask --runtime {units}")
@@ -242,13 +250,7 @@ def burst_byhand_run(guest: Guest, index: int, bound: float, tmp: Path) -> Dict[
             f"udevadm wait --timeout=300 /dev/{name} && e2fsck -p /dev/{name} && "
             f"mkdir -p {mountpoint} && mount /dev/{name} {mountpoint}"
             for name, mountpoint in zip(names, devices.values())))
-        acked = 0.0
-        for number, (device, mountpoint) in enumerate(devices.items()):
-            images.append(plug_disk(guest, tmp, device, mountpoint.rpartition("/")[2]))
-            if number == 0:
-                acked = time.monotonic()
-        usable = guest.poll(" && ".join(f"findmnt -n {mountpoint} >/dev/null"
-                                        for mountpoint in devices.values()), bound, acked)
+        usable = plug_burst(guest, tmp, devices, bound, images)
         if [guest.kernel_name(device) for device in devices] != names:
             raise GuestError(f"{', '.join(devices)} are not {', '.join(names)}: our units were "
                              "not masked for them")

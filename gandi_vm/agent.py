@@ -201,8 +201,7 @@ def _supervise(request: Request, root: str, run: Callable[[Sequence[str]], int])
         # From here on this process and the worker are the unit's: stopping or restarting the
         # agent (an upgrade) ends neither, and the unit's stop ends both.
         if not join_cgroup(root, request.pid):
-            os.unlink(path)
-            os.write(reply, f"\n{request.nonce} exit 1\n".encode())
+            _answer(reply, path, request.nonce, 1)
             return 1
         worker = os.fork()
         if worker == 0:
@@ -212,8 +211,7 @@ def _supervise(request: Request, root: str, run: Callable[[Sequence[str]], int])
             os.write(reply, f"<3>gandi-vm {' '.join(request.argv)}: killed by signal "
                             f"{-status}\n".encode())
             status = 1
-        os.unlink(path)  # before the answer: once answered, the client may be gone
-        os.write(reply, f"\n{request.nonce} exit {status}\n".encode())
+        _answer(reply, path, request.nonce, status)
         return 0
     except OSError as e:  # the client went away (EPIPE): its unit was stopped meanwhile
         log.warning("agent: request %s: %s", " ".join(request.argv), e.strerror)
@@ -224,6 +222,13 @@ def _supervise(request: Request, root: str, run: Callable[[Sequence[str]], int])
             os.unlink(path)
         except OSError:
             pass
+
+
+def _answer(reply: int, path: str, nonce: str, status: int) -> None:
+    """The client's last line, its exit status; the FIFO is removed first: once answered, the
+    client may be gone."""
+    os.unlink(path)
+    os.write(reply, f"\n{nonce} exit {status}\n".encode())
 
 
 def _work(request: Request, reply: int, root: str, run: Callable[[Sequence[str]], int]) -> None:

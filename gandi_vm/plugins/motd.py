@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from gandi_vm.host import lines
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
